@@ -1,0 +1,1 @@
+"""Callbacks mlplab adds to Lightning's own."""

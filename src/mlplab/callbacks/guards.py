@@ -1,0 +1,40 @@
+"""Stop a run the moment its loss stops being a number, instead of burning its epochs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised from inside `fit`; `train()` catches it, keeps and tests the best checkpoint."""
+
+
+class FiniteLossGuard(L.Callback):
+    def __init__(self, check_every_n_steps: int = 1) -> None:
+        # On a GPU each check is a device sync; checking every few steps keeps the queue full.
+        self.check_every_n_steps = max(1, check_every_n_steps)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step % self.check_every_n_steps:
+            return
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None or bool(torch.isfinite(loss).all()):
+            return
+        lrs = [g["lr"] for opt in trainer.optimizers for g in opt.param_groups]
+        lr = lrs[0] if len(set(lrs)) == 1 else lrs
+        big = any(not math.isfinite(x) or x >= 1.0 for x in (lrs if lrs else [0.0]))
+        cause = (
+            "the learning rate is probably too high for this optimizer; lower optimizer.lr"
+            if big
+            else "check the data and model.init (try a lower optimizer.lr or gradient clipping)"
+        )
+        raise NonFiniteLossError(
+            f"non-finite training loss ({float(loss)}) at epoch {trainer.current_epoch}, "
+            f"step {trainer.global_step}, lr={lr}: {cause}"
+        )

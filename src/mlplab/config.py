@@ -1,0 +1,186 @@
+"""Validation of the composed config, before any data is loaded or file written.
+
+Two layers: every key of a `_target_` node must be an argument of that target (so config and
+code cannot drift, and a typo'd `+model.dropuot=0.2` names its close match), with the value
+of the argument's default type; then the range rules a signature cannot express.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.utils import get_method
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mlplab.models.classifier import LOSSES
+from mlplab.models.mlp import ACTIVATIONS, INITS, NORMS
+
+KNOWN_METRICS = ("val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")
+IMAGE_TRAIN_SIZE = 60_000
+
+
+class ConfigError(ValueError):
+    """One line naming the key, the value and what is allowed."""
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={_show(value)}: {allowed}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value)
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_signature(path: str, node: Mapping[str, Any], extra: tuple[str, ...] = ()) -> None:
+    """Keys of a `_target_` node must be arguments of the target, values of the default's type."""
+    target = node.get("_target_")
+    if target is None:
+        return
+    try:
+        fn = get_method(target)
+    except Exception as err:  # hydra wraps import errors in several types
+        raise ConfigError(f"{path}._target_={target!r}: cannot be imported ({type(err).__name__})")
+    params = inspect.signature(fn).parameters
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for key, value in node.items():
+        if key.startswith("_") or key in extra:
+            continue
+        if key not in params:
+            if takes_kwargs:
+                continue
+            close = difflib.get_close_matches(key, [p for p in params if p != "self"], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{path}.{key}: not an argument of {target}{hint}")
+        default = params[key].default
+        # Lists (per-layer values) are checked by the range rules below.
+        if value is None or default in (inspect.Parameter.empty, None) or isinstance(value, ListConfig):
+            continue
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                _fail(f"{path}.{key}", value, "expected true or false")
+        elif isinstance(default, (int, float)) and not _is_number(value):
+            _fail(f"{path}.{key}", value, f"expected a {type(default).__name__}")
+
+
+def _check_model(m: Mapping[str, Any]) -> None:
+    sizes = m.get("hidden_sizes", [])
+    if not isinstance(sizes, (list, ListConfig)) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
+    ):
+        _fail("model.hidden_sizes", sizes, "expected a list of positive integers, e.g. [256,128]")
+    n = len(sizes)
+
+    def per_layer(key: str, ok: Any, allowed: str) -> None:
+        value = m.get(key)
+        values = list(value) if isinstance(value, (list, ListConfig)) else [value]
+        if isinstance(value, (list, ListConfig)) and len(values) != n:
+            _fail(f"model.{key}", value, f"a per-layer list needs {n} entries (one per hidden layer)")
+        for v in values:
+            if not ok(v):
+                _fail(f"model.{key}", value, allowed)
+
+    per_layer("activation", lambda v: v in ACTIVATIONS, f"expected one of {', '.join(ACTIVATIONS)}")
+    per_layer("dropout", lambda v: _is_number(v) and 0 <= v < 1, "expected a value in [0, 1)")
+    for key, allowed in (("norm", NORMS), ("init", INITS), ("loss", LOSSES)):
+        if m.get(key) not in allowed:
+            _fail(f"model.{key}", m.get(key), f"expected one of {', '.join(allowed)}")
+    for key in ("input_dropout", "label_smoothing"):
+        if not (_is_number(m.get(key, 0)) and 0 <= m.get(key, 0) < 1):
+            _fail(f"model.{key}", m.get(key), "expected a value in [0, 1)")
+    for key in ("l1", "l2"):
+        if not (_is_number(m.get(key, 0)) and m.get(key, 0) >= 0):
+            _fail(f"model.{key}", m.get(key), "expected a number ≥ 0")
+    if m.get("max_norm") is not None and not (_is_number(m["max_norm"]) and m["max_norm"] > 0):
+        _fail("model.max_norm", m["max_norm"], "expected null or a number > 0")
+    if m.get("init") == "normal" and not (_is_number(m.get("init_std")) and m["init_std"] > 0):
+        _fail("model.init_std", m.get("init_std"), "expected a number > 0")
+
+
+def _check_data(d: Mapping[str, Any]) -> None:
+    for key in ("batch_size", "val_size"):
+        if not (isinstance(d.get(key), int) and d[key] > 0):
+            _fail(f"data.{key}", d.get(key), "expected an integer > 0")
+    if d.get("eval_batch_size") is not None and not (
+        isinstance(d["eval_batch_size"], int) and d["eval_batch_size"] > 0
+    ):
+        _fail("data.eval_batch_size", d["eval_batch_size"], "expected null or an integer > 0")
+    if "n_samples" in d:  # synthetic
+        from mlplab.data.synthetic import KINDS
+
+        if d.get("kind") not in KINDS:
+            _fail("data.kind", d.get("kind"), f"expected one of {', '.join(KINDS)}")
+        for key, low in (("n_classes", 2), ("n_features", 1), ("n_samples", 1), ("test_size", 1)):
+            if not (isinstance(d.get(key), int) and d[key] >= low):
+                _fail(f"data.{key}", d.get(key), f"expected an integer ≥ {low}")
+        train = d["n_samples"] - d["test_size"]
+        if d["val_size"] >= train:
+            _fail("data.val_size", d["val_size"],
+                  f"must be smaller than the {train} samples left after data.test_size")
+    else:
+        if d["val_size"] >= IMAGE_TRAIN_SIZE:
+            _fail("data.val_size", d["val_size"], f"must be smaller than the {IMAGE_TRAIN_SIZE}-image training set")
+        if not (_is_number(d.get("std", 1)) and d.get("std", 1) > 0):
+            _fail("data.std", d.get("std"), "expected a number > 0")
+        if not (isinstance(d.get("max_shift", 0), int) and 0 <= d.get("max_shift", 0) <= 8):
+            _fail("data.max_shift", d.get("max_shift"), "expected an integer in [0, 8]")
+
+
+def _check_optimizer(o: Mapping[str, Any]) -> None:
+    if not (_is_number(o.get("lr")) and o["lr"] > 0):
+        _fail("optimizer.lr", o.get("lr"), "expected a number > 0")
+    for key in ("weight_decay", "momentum"):
+        if key in o and not (_is_number(o[key]) and o[key] >= 0):
+            _fail(f"optimizer.{key}", o[key], "expected a number ≥ 0")
+
+
+def _check_callbacks(c: Mapping[str, Any]) -> None:
+    for name, node in c.items():
+        if not isinstance(node, (Mapping, DictConfig)):
+            continue
+        check_signature(f"callbacks.{name}", node)
+        if "mode" in node and node["mode"] not in ("min", "max"):
+            _fail(f"callbacks.{name}.mode", node["mode"], "expected min or max")
+        if "monitor" in node and node["monitor"] not in KNOWN_METRICS:
+            _fail(f"callbacks.{name}.monitor", node["monitor"], f"expected one of {', '.join(KNOWN_METRICS)}")
+        if "patience" in node and not (isinstance(node["patience"], int) and node["patience"] >= 0):
+            _fail(f"callbacks.{name}.patience", node["patience"], "expected an integer ≥ 0")
+        filename = node.get("filename")
+        # Checkpoint names must stay inside checkpoints/: no separators, no parent references.
+        if filename is not None and ("/" in str(filename) or "\\" in str(filename) or ".." in str(filename)):
+            _fail(f"callbacks.{name}.filename", filename, "a file name without '/', '\\' or '..'")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise `ConfigError` for the first invalid key of the composed config."""
+    check_signature("model", cfg.model, extra=())
+    _check_model(cfg.model)
+    check_signature("data", cfg.data)
+    _check_data(cfg.data)
+    check_signature("optimizer", cfg.optimizer)
+    _check_optimizer(cfg.optimizer)
+    if cfg.get("scheduler") and cfg.scheduler.get("scheduler"):
+        check_signature("scheduler.scheduler", cfg.scheduler.scheduler)
+        interval = cfg.scheduler.get("interval", "epoch")
+        if interval not in ("epoch", "step"):
+            _fail("scheduler.interval", interval, "expected epoch or step")
+    check_signature("trainer", cfg.trainer)
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is not None and not (isinstance(max_epochs, int) and (max_epochs >= 1 or max_epochs == -1)):
+        _fail("trainer.max_epochs", max_epochs, "expected an integer ≥ 1 (or -1 for no limit)")
+    _check_callbacks(cfg.get("callbacks") or {})
+    for name, node in (cfg.get("logger") or {}).items():
+        check_signature(f"logger.{name}", node)
+    if cfg.get("optimized_metric") not in KNOWN_METRICS:
+        _fail("optimized_metric", cfg.get("optimized_metric"), f"expected one of {', '.join(KNOWN_METRICS)}")
+    if not isinstance(cfg.get("seed"), int):
+        _fail("seed", cfg.get("seed"), "expected an integer")

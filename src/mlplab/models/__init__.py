@@ -1,0 +1,1 @@
+"""MLP builders and the Lightning classifier that trains them."""

@@ -1,0 +1,182 @@
+"""`train(cfg)`: build every object from the composed config, fit, test, summarise."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from mlplab.callbacks.guards import NonFiniteLossError
+from mlplab.config import validate
+
+log = logging.getLogger(__name__)
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """The three objects of a run, each from its config group."""
+    datamodule = instantiate(cfg.data)
+    model = instantiate(
+        cfg.model,
+        in_features=datamodule.n_features,
+        n_classes=datamodule.n_classes,
+        optimizer=_container(cfg.optimizer),
+        scheduler=_container(cfg.scheduler) or None,
+        _recursive_=False,
+    )
+    # What eval.py and predict.py need to rebuild the data side from the checkpoint alone.
+    model.hparams["data"] = _container(cfg.data)
+    model.hparams["class_names"] = list(datamodule.class_names)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+    kinds = {type(c).__name__ for c in callbacks}
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        # Without these callbacks configured, Lightning would silently add its own defaults.
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=bool(kinds & {"TQDMProgressBar", "RichProgressBar"}),
+        enable_model_summary="ModelSummary" in kinds or "RichModelSummary" in kinds,
+    )
+    return datamodule, model, trainer
+
+
+def _route_lightning_logs() -> None:
+    """Lightning adds its own console handler; Hydra's root handlers already print and write
+    train.log, so without this every Lightning message appears twice."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+
+
+def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
+    return trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
+
+
+def _float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit and test one configuration; return `cfg.optimized_metric` for sweepers."""
+    validate(cfg)
+    _route_lightning_logs()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = build(cfg)
+
+    started = time.time()
+    status, error = "completed", None
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    except NonFiniteLossError as err:
+        status, error = "diverged", str(err)
+        log.error(error)
+    fit_seconds = time.time() - started
+
+    ckpt = _checkpoint_callback(trainer)
+    best_path = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
+    metrics: dict[str, float | None] = {
+        k: _float(trainer.callback_metrics.get(k)) for k in ("val/loss", "val/acc", "val/acc_best")
+    }
+    if ckpt is not None and ckpt.best_model_score is not None:
+        metrics[f"best/{ckpt.monitor}"] = float(ckpt.best_model_score)
+    best_epoch = _best_epoch(best_path)
+    if cfg.get("test") and (status == "completed" or best_path):
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
+        metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+
+    early = next((c for c in trainer.callbacks if type(c).__name__ == "EarlyStopping"), None)
+    summary = {
+        "status": status,
+        "error": error,
+        "epochs": trainer.current_epoch,
+        "stopped_early": bool(early is not None and early.stopped_epoch > 0),
+        "best_epoch": best_epoch,
+        "metrics": metrics,
+        "best_checkpoint": best_path,
+        "last_checkpoint": str(Path(ckpt.dirpath) / "last.ckpt") if ckpt is not None and ckpt.save_last else None,
+        "fit_seconds": round(fit_seconds, 2),
+        "run_dir": str(run_dir),
+    }
+    if trainer.is_global_zero:
+        _log_hparams(trainer, cfg, metrics)
+        _write_json(run_dir / "summary.json", summary)
+        _print_summary(summary, cfg)
+    if status != "completed":
+        raise NonFiniteLossError(error)
+    value = metrics.get(cfg.optimized_metric)
+    return value
+
+
+def _best_epoch(path: str | None) -> int | None:
+    if not path:
+        return None
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:  # noqa: BLE001 - the summary must not fail over an informational field
+        return None
+
+
+def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float | None]) -> None:
+    """Hyperparameters with real results, for TensorBoard's HParams tab (not `hp_metric=-1`)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in trainer.loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        params = {
+            "data": cfg.data._target_.rsplit(".", 1)[-1],
+            "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+            "scheduler": (cfg.scheduler.get("scheduler") or {}).get("_target_", "none").rsplit(".", 1)[-1],
+            **{f"model.{k}": str(v) if isinstance(v, list) else v
+               for k, v in _container(cfg.model).items() if not k.startswith("_")},
+            **{f"optimizer.{k}": v for k, v in _container(cfg.optimizer).items()
+               if not k.startswith("_") and isinstance(v, (int, float, str, bool))},
+            "data.batch_size": cfg.data.batch_size,
+            "seed": cfg.seed,
+        }
+        params = {k: ("None" if v is None else v) for k, v in params.items()}
+        results = {f"hparams/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
+        logger.log_hyperparams(params, results)
+        logger.finalize("success")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _print_summary(s: dict[str, Any], cfg: DictConfig) -> None:
+    m = s["metrics"]
+
+    def fmt(key: str) -> str:
+        return "n/a" if m.get(key) is None else f"{m[key]:.4f}"
+
+    lines = [
+        f"status        {s['status']}" + (f" ({s['error']})" if s["error"] else ""),
+        f"epochs run    {s['epochs']}" + (" (stopped early)" if s["stopped_early"] else ""),
+        f"best epoch    {s['best_epoch']}  val/acc_best {fmt('val/acc_best')}",
+        f"test          loss {fmt('test/loss')}  acc {fmt('test/acc')}",
+        f"checkpoint    {s['best_checkpoint']}",
+        f"run dir       {s['run_dir']}",
+        f"tensorboard   tensorboard --logdir {s['run_dir']}",
+        f"fit time      {s['fit_seconds']:.1f} s",
+    ]
+    print("\n".join(["", "== mlplab run summary ==", *lines]), flush=True)

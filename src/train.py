@@ -1,0 +1,19 @@
+"""Train an MLP: `python src/train.py [group=option ...] [key=value ...]` (see conf/train.yaml)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from mlplab.cli import guarded
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from mlplab.training import train
+
+    return guarded(train, cfg)
+
+
+if __name__ == "__main__":
+    main()

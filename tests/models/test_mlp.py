@@ -1,0 +1,63 @@
+import pytest
+import torch
+from torch import nn
+
+from mlplab.models.mlp import ACTIVATIONS, MLP
+
+
+def test_shapes_and_parameter_count() -> None:
+    net = MLP(784, 10, hidden_sizes=[128, 64])
+    assert net(torch.zeros(5, 784)).shape == (5, 10)
+    expected = (784 * 128 + 128) + (128 * 64 + 64) + (64 * 10 + 10)
+    assert sum(p.numel() for p in net.parameters()) == expected
+
+
+def test_per_layer_activations_and_dropout_in_order() -> None:
+    net = MLP(20, 3, hidden_sizes=[13, 8], activation=["relu", "sigmoid"], dropout=[0.1, 0.0])
+    kinds = [type(m) for m in net.net]
+    assert kinds == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.Sigmoid, nn.Linear]
+    assert net.net[2].p == pytest.approx(0.1)
+
+
+def test_notes_network_has_bias_only_on_output() -> None:
+    net = MLP(20, 3, hidden_sizes=[13, 8], activation=["relu", "sigmoid"], bias=False)
+    linears = net.linears()
+    assert [l.bias is None for l in linears] == [True, True, False]
+    assert sum(p.numel() for p in net.parameters()) == 20 * 13 + 13 * 8 + 8 * 3 + 3
+
+
+def test_list_length_must_match_hidden_sizes() -> None:
+    with pytest.raises(ValueError, match="activation"):
+        MLP(4, 2, hidden_sizes=[8, 8, 8], activation=["relu", "tanh"])
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_every_activation_builds_and_runs(name: str) -> None:
+    net = MLP(6, 3, hidden_sizes=[5], activation=name)
+    assert torch.isfinite(net(torch.randn(4, 6))).all()
+
+
+@pytest.mark.parametrize("norm, layer", [("batchnorm", nn.BatchNorm1d), ("layernorm", nn.LayerNorm)])
+def test_norm_follows_each_linear(norm: str, layer: type) -> None:
+    net = MLP(6, 3, hidden_sizes=[5, 4], norm=norm)
+    assert sum(isinstance(m, layer) for m in net.net) == 2
+
+
+def test_input_dropout_comes_first_and_log_softmax_last() -> None:
+    net = MLP(6, 3, hidden_sizes=[5], input_dropout=0.2, log_softmax=True)
+    assert isinstance(net.net[0], nn.Dropout) and isinstance(net.net[-1], nn.LogSoftmax)
+    out = net.eval()(torch.randn(7, 6))
+    assert torch.allclose(out.exp().sum(1), torch.ones(7), atol=1e-5)
+
+
+def test_inits() -> None:
+    torch.manual_seed(0)
+    net = MLP(1000, 10, hidden_sizes=[500], init="normal", init_std=0.01)
+    w = net.linears()[0].weight
+    assert w.std().item() == pytest.approx(0.01, rel=0.05)
+    assert (net.linears()[0].bias == 0).all()
+    net = MLP(1000, 10, hidden_sizes=[500], init="kaiming")
+    assert net.linears()[0].weight.std().item() == pytest.approx((2 / 1000) ** 0.5, rel=0.05)
+    net = MLP(1000, 10, hidden_sizes=[500], activation="tanh", init="xavier")
+    bound = 5 / 3 * (6 / 1500) ** 0.5
+    assert net.linears()[0].weight.abs().max().item() <= bound + 1e-6

@@ -1,0 +1,66 @@
+"""Each invalid value is refused before anything runs, naming the key, value and what is allowed."""
+
+import pytest
+
+from mlplab.config import ConfigError, validate
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.activation=relux"], "model.activation='relux': expected one of relu"),
+        (["model.activation=[relu,tanh,relu]"], "model.activation=['relu', 'tanh', 'relu']: a per-layer list needs 2"),
+        (["model.dropout=[0.1]"], "model.dropout=[0.1]: a per-layer list needs 2"),
+        (["model.dropout=1.0"], "model.dropout=1.0: expected a value in [0, 1)"),
+        (["model.dropout=-0.1"], "model.dropout=-0.1: expected a value in [0, 1)"),
+        (["model.input_dropout=1.5"], "model.input_dropout=1.5"),
+        (["model.l1=-1e-5"], "model.l1=-1e-05: expected a number ≥ 0"),
+        (["model.l2=-1"], "model.l2=-1: expected a number ≥ 0"),
+        (["model.hidden_sizes=[128,0]"], "model.hidden_sizes=[128, 0]: expected a list of positive integers"),
+        (["model.hidden_sizes=[-4]"], "model.hidden_sizes=[-4]"),
+        (["model.norm=groupnorm"], "model.norm='groupnorm': expected one of none, batchnorm, layernorm"),
+        (["model.init=orthogonal"], "model.init='orthogonal': expected one of default"),
+        (["model.loss=hinge"], "model.loss='hinge': expected one of cross_entropy, nll"),
+        (["model.max_norm=0"], "model.max_norm=0: expected null or a number > 0"),
+        (["optimizer.lr=-0.1"], "optimizer.lr=-0.1: expected a number > 0"),
+        (["optimizer.lr=fast"], "optimizer.lr='fast': expected a float"),
+        (["optimizer=momentum", "optimizer.momentum=-0.9"], "optimizer.momentum=-0.9"),
+        (["data.batch_size=0"], "data.batch_size=0: expected an integer > 0"),
+        (["data.val_size=60000"], "data.val_size=60000: must be smaller than the 60000-image training set"),
+        (["data=synthetic", "data.n_classes=1"], "data.n_classes=1: expected an integer ≥ 2"),
+        (["data=synthetic", "data.val_size=1600"], "data.val_size=1600: must be smaller than the 1600 samples"),
+        (["data=synthetic", "data.kind=spirals"], "data.kind='spirals': expected one of clusters, random_labels"),
+        (["+model.dropuot=0.2"], "model.dropuot: not an argument of mlplab.models.classifier.Classifier (did you mean 'dropout'?)"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
+        (["callbacks.early_stopping.mode=up"], "callbacks.early_stopping.mode='up': expected min or max"),
+        (["callbacks.early_stopping.monitor=val/accuracy"], "callbacks.early_stopping.monitor='val/accuracy'"),
+        (["callbacks.model_checkpoint.filename=../../escape"], "callbacks.model_checkpoint.filename='../../escape'"),
+        (["optimized_metric=val/f1"], "optimized_metric='val/f1'"),
+    ],
+)
+def test_bad_value_names_key_value_and_allowed(make_cfg, overrides, message) -> None:
+    cfg = make_cfg(overrides)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["optimizer=sgd", "scheduler=cosine"],
+        ["optimizer=momentum", "scheduler=onecycle"],
+        ["optimizer=adamw", "scheduler=step"],
+        ["optimizer=rmsprop", "scheduler=plateau"],
+        ["optimizer=adagrad"],
+        ["optimizer=adadelta"],
+        ["data=fashion", "model.activation=[relu,tanh]", "model.dropout=[0.2,0.1]", "model.norm=layernorm"],
+        ["data=synthetic", "model.hidden_sizes=[13,8]", "model.activation=[relu,sigmoid]", "model.bias=false"],
+        ["trainer=debug", "callbacks=none", "logger=csv"],
+        ["logger=none", "model.max_norm=3.0", "model.init=normal"],
+    ],
+)
+def test_shipped_options_validate(make_cfg, overrides) -> None:
+    validate(make_cfg(overrides))
