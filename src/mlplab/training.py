@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -54,6 +56,21 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     return datamodule, model, trainer
 
 
+def job_threads(cfg: DictConfig) -> int | None:
+    """Torch threads for this job: `torch_threads` if set; under a parallel launcher, the
+    cores shared out between its `n_jobs`, so N jobs × threads does not oversubscribe."""
+    if cfg.get("torch_threads"):
+        return int(cfg.torch_threads)
+    hc = HydraConfig.get()
+    n_jobs = hc.launcher.get("n_jobs") if hc.mode == RunMode.MULTIRUN else None
+    if not n_jobs or n_jobs == 1:
+        return None
+    cores = os.cpu_count() or 1
+    if n_jobs < 0:  # joblib's convention: -1 = all cores, -2 = all but one, ...
+        n_jobs = max(1, cores + 1 + n_jobs)
+    return max(1, cores // n_jobs)
+
+
 def _route_lightning_logs() -> None:
     """Lightning adds its own console handler; Hydra's root handlers already print and write
     train.log, so without this every Lightning message appears twice."""
@@ -75,6 +92,9 @@ def train(cfg: DictConfig) -> float | None:
     validate(cfg)
     _route_lightning_logs()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    threads = job_threads(cfg)
+    if threads:
+        torch.set_num_threads(threads)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
 
@@ -125,8 +145,6 @@ def train(cfg: DictConfig) -> float | None:
 def _best_epoch(path: str | None) -> int | None:
     if not path:
         return None
-    import torch
-
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
     except Exception:  # noqa: BLE001 - the summary must not fail over an informational field
