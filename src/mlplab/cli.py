@@ -79,3 +79,77 @@ def _remove_empty_run_dir() -> bool:
         shutil.rmtree(run_dir, ignore_errors=True)
         return True
     return False
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """`resume=RUN_DIR` → that run's saved config, its directory and its last.ckpt, so the
+    run continues where it stopped and TensorBoard appends to the same curves. Other
+    `key=value` overrides still apply (e.g. a larger trainer.max_epochs)."""
+    given = [a for a in argv[1:] if a.startswith("resume=")]
+    if not given:
+        return argv
+    run_dir = Path(given[-1].split("=", 1)[1]).expanduser().resolve()
+    saved = run_dir / ".hydra" / "config.yaml"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not saved.is_file():
+        _exit(f"resume={run_dir}: not a run directory (no .hydra/config.yaml)")
+    if not last.is_file():
+        _exit(f"resume={run_dir}: no checkpoints/last.ckpt to resume from")
+    rest = [a for a in argv[1:] if not a.startswith("resume=")]
+    return [argv[0], "--config-path", str(saved.parent), "--config-name", "config",
+            f"hydra.run.dir={run_dir}", f"ckpt_path={last}", *rest]
+
+
+def _exit(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def key_hints(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
+    """For each `a.b=v` override whose key is not in the config, the closest existing key.
+    Hydra's own message says only that the key is not in struct."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import DictConfig
+
+    overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+    groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
+    keys = [o.split("=", 1)[0] for o in overrides]
+    selections = [o for o, k in zip(overrides, keys) if k.lstrip("+~") in groups]
+    try:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            base = compose(config_name, overrides=selections)
+    except Exception:  # noqa: BLE001 - hints are best effort; Hydra already reported the error
+        return []
+    hints = []
+    for key in keys:
+        if key.startswith(("+", "~", "hydra")) or key in groups or "/" in key:
+            continue
+        node: object = base
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if isinstance(node, DictConfig) and part in node:
+                node = node[part]
+                continue
+            if isinstance(node, DictConfig):
+                close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1)
+                guess = ".".join([*parts[:i], close[0]]) if close else None
+                hints.append(f"'{key}' is not a config key" + (f"; did you mean '{guess}'?" if guess else ""))
+            break
+    return hints
+
+
+def run_entry_point(main: Callable[[], object], conf_dir: Path, config_name: str) -> None:
+    """Call a `@hydra.main` function with `resume=` expanded, adding close-match hints to
+    Hydra's error for a misspelt key."""
+    sys.argv = resume_argv(sys.argv)
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            for hint in key_hints(sys.argv, conf_dir, config_name):
+                print(f"hint: {hint}", file=sys.stderr, flush=True)
+        raise

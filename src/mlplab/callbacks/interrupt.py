@@ -1,0 +1,64 @@
+"""Ctrl-C that costs nothing: finish the step, save last.ckpt, say how to resume, exit 1."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class GracefulInterrupt(L.Callback):
+    """The first SIGINT only sets a flag, so the optimizer step in flight completes and the
+    saved state is consistent; the second one falls through to Lightning's immediate stop."""
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._previous: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._requested = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self._requested:
+            return
+        ckpt = trainer.checkpoint_callback
+        folder = Path(ckpt.dirpath) if isinstance(ckpt, ModelCheckpoint) and ckpt.dirpath else (
+            Path(trainer.default_root_dir) / "checkpoints"
+        )
+        path = folder / "last.ckpt"
+        trainer.save_checkpoint(path)  # written to a temp file and renamed by Lightning
+        if trainer.is_global_zero:
+            print(
+                f"\nInterrupted during epoch {trainer.current_epoch} after step {trainer.global_step}; "
+                f"saved {path}\nResume with: python src/train.py resume={trainer.default_root_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
+        self._restore()
+        raise KeyboardInterrupt  # Lightning tears down and exits with status 1
+
+    def _restore(self) -> None:
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()

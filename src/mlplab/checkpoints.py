@@ -1,0 +1,223 @@
+"""Loading a checkpoint without trusting it.
+
+A `.ckpt` is a pickle, and unpickling can run any code the file names. Every load here uses
+`torch.load(weights_only=True)`, whose restricted unpickler accepts only tensors and plain
+containers; everything else a checkpoint must say (the model's and the data's settings) is
+stored as plain types by `train()`. The data config names a class to instantiate, so that
+`_target_` is accepted only if it is one of mlplab's own datamodules: a crafted checkpoint
+cannot make eval.py call an arbitrary function either.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import pickletools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlplab.data.base import TensorDataModule
+from mlplab.models.classifier import Classifier
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save and Lightning write zip archives
+DATA_PACKAGE = "mlplab.data."
+
+
+class CheckpointError(ValueError):
+    """One line: the checkpoint file and what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    path: Path
+    model: Classifier  # in eval mode, on the CPU
+    hparams: dict[str, Any]  # the Classifier's arguments
+    data: dict[str, Any]  # the data config the model was trained with
+    class_names: list[str]
+    epoch: int | None
+
+    @property
+    def in_features(self) -> int:
+        return int(self.hparams["in_features"])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.hparams["n_classes"])
+
+
+def _first_line(text: str, limit: int = 160) -> str:
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """The `module.name`s a pickle stream would import, found by reading its opcodes
+    (`pickletools` only parses; nothing is imported or called)."""
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL" and isinstance(arg, str):
+                found.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - a malformed stream just ends the scan
+        pass
+    return found
+
+
+def _refused(path: Path, err: BaseException, head: bytes) -> CheckpointError:
+    """The restricted unpickler stopped: either the file needs a global that is not plain
+    data (name it), or it is not a pickle at all."""
+    match = re.search(r"GLOBAL ([\w.]+)", str(err))
+    names = [match.group(1)] if match else []
+    if not names and not head.startswith(ZIP_MAGIC):
+        names = _pickle_globals(path.read_bytes()[: 1 << 20])
+    if names:
+        return CheckpointError(
+            f"{path}: refused: loading it would import {names[0]}, which a checkpoint of "
+            "tensors and plain settings never needs (nothing in it was executed)"
+        )
+    return CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(str(err).split(':')[-1]) or 'unreadable pickle'})")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, loaded with `weights_only=True`; `CheckpointError` otherwise."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such file")
+    if p.is_dir():
+        best = p / "checkpoints" / "best.ckpt"
+        hint = f"; did you mean {best}?" if best.is_file() else ""
+        raise CheckpointError(f"{p}: is a directory, expected a .ckpt file{hint}")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise CheckpointError(f"{p}: unreadable ({e.strerror or e})") from None
+    if not head:
+        raise CheckpointError(f"{p}: empty file, not a checkpoint")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _refused(p, e, head) from None
+    except Exception as e:  # noqa: BLE001 - torch reports bad archives with many types
+        if not head.startswith(ZIP_MAGIC):
+            raise CheckpointError(
+                f"{p}: not a PyTorch checkpoint (expected the zip archive Lightning writes; "
+                f"the file starts with {head[:4]!r})"
+            ) from None
+        if "central directory" in str(e):
+            raise CheckpointError(
+                f"{p}: truncated or corrupted (the zip archive has no central directory; "
+                "was the copy or the save interrupted?)"
+            ) from None
+        raise CheckpointError(f"{p}: corrupted checkpoint ({type(e).__name__}: {_first_line(str(e))})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{p}: a PyTorch file but not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def _hparams(path: Path, ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    hp = ckpt.get("hyper_parameters")
+    if not isinstance(hp, dict):
+        raise CheckpointError(f"{path}: no hyper_parameters; not a checkpoint written by mlplab's train.py")
+    missing = [k for k in ("in_features", "n_classes", "data", "class_names") if k not in hp]
+    if missing:
+        raise CheckpointError(
+            f"{path}: hyper_parameters lack {', '.join(missing)}; not a checkpoint written by mlplab's train.py"
+        )
+    data, names = hp["data"], hp["class_names"]
+    if not isinstance(data, dict) or not isinstance(names, list) or len(names) != hp["n_classes"]:
+        raise CheckpointError(f"{path}: hyper_parameters 'data' / 'class_names' are malformed")
+    params = inspect.signature(Classifier.__init__).parameters
+    model_args = {k: v for k, v in hp.items() if k in params and k != "self"}
+    return model_args, dict(data), [str(n) for n in names]
+
+
+def _describe_mismatch(path: Path, model: torch.nn.Module, state: dict[str, Any], args: dict[str, Any]) -> None:
+    own = model.state_dict()
+    arch = f"hidden_sizes={args.get('hidden_sizes')}, norm={args.get('norm')}"
+    for key, tensor in own.items():
+        if key not in state:
+            raise CheckpointError(f"{path}: weights do not match its architecture ({arch}): {key} missing")
+        got = tuple(getattr(state[key], "shape", ()))
+        if got != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: weights do not match its architecture ({arch}): {key} is "
+                f"{list(got)} in the file, {list(tensor.shape)} in the model"
+            )
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise CheckpointError(f"{path}: weights do not match its architecture ({arch}): unexpected {extra[0]}")
+
+
+def load(path: str | Path) -> LoadedCheckpoint:
+    """Read, validate and rebuild the model of an mlplab checkpoint (CPU, eval mode)."""
+    p = Path(path).expanduser()
+    ckpt = read_checkpoint(p)
+    args, data, names = _hparams(p, ckpt)
+    try:
+        model = Classifier(**args)
+    except Exception as e:  # noqa: BLE001 - any bad setting means this file cannot be used
+        raise CheckpointError(f"{p}: cannot rebuild the model from its hyper_parameters ({_first_line(str(e))})") from None
+    state = ckpt["state_dict"]
+    _describe_mismatch(p, model, state, args)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    epoch = ckpt.get("epoch")
+    return LoadedCheckpoint(p, model, args, data, names, int(epoch) if isinstance(epoch, int) else None)
+
+
+def datamodule_class(path: Path, target: Any) -> type[TensorDataModule]:
+    """The datamodule class a checkpoint names, imported only if it is one of mlplab's."""
+    if not isinstance(target, str) or not target.startswith(DATA_PACKAGE):
+        raise CheckpointError(f"{path}: data._target_={target!r} is not an mlplab datamodule; refused")
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 - hydra wraps import errors in several types
+        raise CheckpointError(f"{path}: data._target_={target!r} does not exist in this version of mlplab") from None
+    if not (isinstance(cls, type) and issubclass(cls, TensorDataModule)):
+        raise CheckpointError(f"{path}: data._target_={target!r} is not an mlplab datamodule; refused")
+    return cls
+
+
+def build_datamodule(path: Path, data: dict[str, Any], data_dir: str | None = None) -> TensorDataModule:
+    """The datamodule of a data config (the checkpoint's, or one the user chose). `data_dir`
+    replaces the stored one, which was relative to wherever training ran."""
+    cls = datamodule_class(path, data.get("_target_"))
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in data.items() if k in params and k != "self"}
+    if data_dir is not None and "data_dir" in params:
+        kwargs["data_dir"] = data_dir
+    try:
+        return cls(**kwargs)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path}: cannot build the data from its settings ({_first_line(str(e))})") from None
+
+
+def check_compatible(loaded: LoadedCheckpoint, dm: TensorDataModule, data_name: str) -> None:
+    """The model must fit the data: same input size, same number and names of classes."""
+    if dm.n_features != loaded.in_features or dm.n_classes != loaded.n_classes:
+        raise CheckpointError(
+            f"{loaded.path}: the model takes {loaded.in_features} input features and predicts "
+            f"{loaded.n_classes} classes, but data {data_name} has {dm.n_features} features and "
+            f"{dm.n_classes} classes"
+        )
+    if list(dm.class_names) != loaded.class_names:
+        raise CheckpointError(
+            f"{loaded.path}: trained on classes {_short(loaded.class_names)}, but data {data_name} "
+            f"has classes {_short(list(dm.class_names))}; evaluate it on the data it was trained on"
+        )
+
+
+def _short(names: list[str]) -> str:
+    return "[" + ", ".join(names[:4]) + (", …]" if len(names) > 4 else "]")

@@ -1,0 +1,1 @@
+"""Datasets and Lightning datamodules: MNIST, Fashion-MNIST and synthetic tensors."""

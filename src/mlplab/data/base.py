@@ -1,0 +1,72 @@
+"""What the image and synthetic datamodules share: splits held as tensors on the device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from mlplab.data.batches import TensorBatches
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Subclasses fill `self.splits` with `{"train"|"val"|"test": (x, y)}` CPU tensors in
+    `_load()`; this class moves them to the training device once and serves `TensorBatches`."""
+
+    n_features: int
+    n_classes: int
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int] | None = None
+
+    def __init__(self, batch_size: int, eval_batch_size: int | None, seed: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or max(batch_size, 1024)
+        self.seed = seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def train_transform(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        return self.eval_transform(x, g)
+
+    def eval_transform(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        return x
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self._load().items()}
+
+    def _batches(self, split: str, train: bool) -> TensorBatches:
+        x, y = self.splits[split]
+        trainer = self.trainer
+        return TensorBatches(
+            x,
+            y,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            transform=self.train_transform if train else self.eval_transform,
+            shuffle=train,
+            seed=self.seed,
+            epoch=lambda: trainer.current_epoch if trainer is not None else 0,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+
+    def train_dataloader(self) -> Any:
+        return self._batches("train", train=True)
+
+    def val_dataloader(self) -> Any:
+        return self._batches("val", train=False)
+
+    def test_dataloader(self) -> Any:
+        return self._batches("test", train=False)
+
+
+def seeded_split(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (keep, holdout) of a seeded random hold-out of `holdout` items out of `n`."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[holdout:].sort().values, order[:holdout].sort().values

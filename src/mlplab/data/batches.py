@@ -1,0 +1,88 @@
+"""Batches served by slicing device-resident tensors.
+
+A per-sample `Dataset` + `DataLoader` was measured 8-12× slower than this for MLPs on MNIST:
+the model is so small that Python overhead per sample dominates. Each split is held once on
+the training device (images as uint8, a quarter of float32's memory) and each batch is
+normalised there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+Transform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+
+class TensorBatches:
+    """An iterable of `(x, y)` batches over in-memory tensors.
+
+    The order of epoch `e` is `randperm(n, seed + e)`, so it depends only on the seed and the
+    epoch number: a resumed run sees the same batches as an uninterrupted one. Under DDP each
+    rank takes a disjoint, equally long shard of that permutation (equal lengths keep the
+    ranks' gradient all-reduces in step).
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        transform: Transform,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.transform = transform
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.seed, self.epoch = seed, epoch
+        self.rank, self.world_size = rank, world_size
+
+    def _indices(self) -> torch.Tensor | None:
+        n = len(self.y)
+        if not self.shuffle and self.world_size == 1:
+            return None
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch())
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        if self.world_size > 1:
+            # Training shards must be equally long; evaluation shards keep every sample once.
+            per_rank = n // self.world_size if self.shuffle else None
+            order = order[self.rank :: self.world_size][:per_rank]
+        return order.to(self.y.device)
+
+    def _length(self) -> int:
+        n = len(self.y)
+        if self.world_size > 1:
+            n = n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
+        return n
+
+    def __len__(self) -> int:
+        n = self._length()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._indices()
+        n = self._length()
+        stop = n - n % self.batch_size if self.drop_last else n
+        g = None
+        if self.shuffle:
+            # A separate stream for augmentation, also a function of (seed, epoch).
+            g = torch.Generator(device=self.x.device)
+            g.manual_seed(self.seed + 7919 * (self.epoch() + 1))
+        for start in range(0, stop, self.batch_size):
+            if order is None:
+                xb = self.x[start : start + self.batch_size]
+                yb = self.y[start : start + self.batch_size]
+            else:
+                idx = order[start : start + self.batch_size]
+                xb, yb = self.x[idx], self.y[idx]
+            yield self.transform(xb, g), yb

@@ -1,0 +1,94 @@
+"""Splits: sizes, disjointness, the official test set, seeded validation, DDP shards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import DATA, have_data
+from mlplab.data.batches import TensorBatches
+from mlplab.data.images import FashionMNISTDataModule, MNISTDataModule, normalize, random_shift
+from mlplab.data.sources import load_split
+from mlplab.data.synthetic import SyntheticDataModule, make_synthetic
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {bytes(r) for r in x.reshape(len(x), -1).numpy()}
+
+
+@pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
+@pytest.mark.parametrize("cls, name", [(MNISTDataModule, "mnist"), (FashionMNISTDataModule, "fashion")])
+def test_image_splits_are_official_and_disjoint(cls, name) -> None:
+    dm = cls(data_dir=str(DATA), val_size=5000, seed=3)
+    dm.setup()
+    (xtr, ytr), (xva, yva), (xte, yte) = dm.splits["train"], dm.splits["val"], dm.splits["test"]
+    assert (len(ytr), len(yva), len(yte)) == (55000, 5000, 10000)
+    assert xtr.dtype == torch.uint8 and xtr.shape[1:] == (28, 28)
+    official_test = load_split(name, DATA, "test")
+    assert torch.equal(xte, official_test[0]) and torch.equal(yte, official_test[1])
+    # Train and val partition the 60k training images exactly (compare by content).
+    full_x, _ = load_split(name, DATA, "train")
+    assert len(_rows(xtr) | _rows(xva)) == len(_rows(full_x))
+    assert torch.equal(torch.cat([xtr, xva]).sum(0, dtype=torch.int64), full_x.sum(0, dtype=torch.int64))
+    other = cls(data_dir=str(DATA), val_size=5000, seed=4)
+    other.setup()
+    assert not torch.equal(other.splits["val"][1], yva)  # the hold-out follows the seed
+
+
+@pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
+def test_normalisation_is_applied_per_batch() -> None:
+    dm = MNISTDataModule(data_dir=str(DATA), mean=0.1307, std=0.3081)
+    dm.setup()
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.dtype == torch.float32 and x.shape == (128, 784)
+    raw = dm.splits["train"][0].float() / 255
+    assert abs(x.mean().item() - (raw.mean().item() - 0.1307) / 0.3081) < 0.05
+
+
+def test_synthetic_splits_partition_the_samples() -> None:
+    dm = SyntheticDataModule(n_samples=500, n_features=20, n_classes=3, val_size=100, test_size=50, seed=420)
+    dm.setup()
+    sizes = [len(dm.splits[k][1]) for k in ("train", "val", "test")]
+    assert sizes == [350, 100, 50]
+    rows = [_rows(dm.splits[k][0]) for k in ("train", "val", "test")]
+    assert not (rows[0] & rows[1]) and not (rows[0] & rows[2]) and not (rows[1] & rows[2])
+    x, y = make_synthetic(500, 20, 3, "random_labels", 1.0, 420)
+    assert x.min() >= 0 and x.max() <= 1 and set(y.tolist()) == {0, 1, 2}
+    x2, _ = make_synthetic(500, 20, 3, "random_labels", 1.0, 420)
+    assert torch.equal(x, x2)
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch() -> None:
+    x, y = torch.arange(100).float()[:, None], torch.arange(100)
+    epoch = [0]
+    b = TensorBatches(x, y, 10, lambda t, g: t, shuffle=True, seed=1, epoch=lambda: epoch[0])
+    first = torch.cat([yb for _, yb in b])
+    again = torch.cat([yb for _, yb in b])
+    epoch[0] = 1
+    second = torch.cat([yb for _, yb in b])
+    assert torch.equal(first, again) and not torch.equal(first, second)
+    assert sorted(first.tolist()) == list(range(100))
+
+
+def test_ddp_shards_are_disjoint_equal_and_cover_the_epoch() -> None:
+    x, y = torch.arange(103).float()[:, None], torch.arange(103)
+    shards = [
+        torch.cat([yb for _, yb in TensorBatches(x, y, 8, lambda t, g: t, shuffle=True, seed=5, rank=r, world_size=3)])
+        for r in range(3)
+    ]
+    assert [len(s) for s in shards] == [34, 34, 34]
+    assert len(set(torch.cat(shards).tolist())) == 102
+    evals = [torch.cat([yb for _, yb in TensorBatches(x, y, 8, lambda t, g: t, rank=r, world_size=3)]) for r in range(3)]
+    assert sorted(torch.cat(evals).tolist()) == list(range(103))  # evaluation sees every sample once
+    assert len(TensorBatches(x, y, 8, lambda t, g: t, shuffle=True, rank=0, world_size=3)) == 5
+
+
+def test_random_shift_moves_content_within_bounds() -> None:
+    img = torch.zeros(64, 28, 28, dtype=torch.uint8)
+    img[:, 14, 14] = 255
+    g = torch.Generator().manual_seed(0)
+    out = random_shift(img, 2, g)
+    pos = (out == 255).nonzero()[:, 1:]
+    assert len(pos) == 64 and ((pos - 14).abs() <= 2).all()
+    assert len({tuple(p) for p in pos.tolist()}) > 5  # offsets differ per image
+    assert normalize(out, 0.0, 1.0).shape == (64, 784)

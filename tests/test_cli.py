@@ -1,0 +1,140 @@
+"""The entry point as a user runs it: subprocesses, real signals, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import DATA, ROOT, have_data
+
+QUIET = ["callbacks.progress_bar.refresh_rate=0", "trainer=cpu"]
+SYNTH = ["data=synthetic", "model.hidden_sizes=[32]", *QUIET]
+
+
+def run(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLPLAB_DATA_DIR": str(DATA)}
+    return subprocess.run([sys.executable, "src/train.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def popen(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "MLPLAB_DATA_DIR": str(DATA)}
+    return subprocess.Popen([sys.executable, "src/train.py", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.skipif(not have_data("fashion"), reason="Fashion-MNIST not provisioned (make data)")
+def test_issue_command_adam_on_fashion(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = run(["optimizer=adam", "data=fashion", "trainer.max_epochs=1", f"hydra.run.dir={out}", *QUIET])
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = summary(out)
+    assert s["metrics"]["test/acc"] > 0.75  # 10 classes: chance is 0.10
+    assert "== mlplab run summary ==" in r.stdout and f"tensorboard --logdir {out}" in r.stdout
+    assert (out / ".hydra" / "config.yaml").is_file() and (out / "train.log").is_file()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.dropout=1.5", "error: model.dropout=1.5: expected a value in [0, 1)"),
+        ("model.activation=[relu,tanh,relu]", "a per-layer list needs 1 entries"),
+        ("optimizer.lr=fast", "error: optimizer.lr='fast': expected a float"),
+        ("data.n_classes=1", "error: data.n_classes=1: expected an integer ≥ 2"),
+    ],
+)
+def test_bad_value_exits_1_with_one_line_and_no_run_dir(tmp_path: Path, override: str, message: str) -> None:
+    out = tmp_path / "run"
+    r = run([*SYNTH, override, f"hydra.run.dir={out}"])
+    assert r.returncode == 1
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_misspelt_key_names_the_close_match(tmp_path: Path) -> None:
+    r = run([*SYNTH, "model.dropuot=0.2", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert r.returncode == 1
+    assert "Key 'dropuot' is not in struct" in r.stderr  # Hydra's own message...
+    assert "did you mean 'model.dropout'?" in r.stderr  # ...plus the close match
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_shorthand_continues_in_the_same_directory(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run([*SYNTH, "trainer.max_epochs=2", f"hydra.run.dir={out}"]).returncode == 0
+    events_before = set((out / "tensorboard").glob("events.out.tfevents.*"))
+    r = run([f"resume={out}", "trainer.max_epochs=4"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert summary(out)["epochs"] == 4
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3
+    assert events_before < set((out / "tensorboard").glob("events.out.tfevents.*"))  # appended
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_resume_of_a_non_run_directory_is_refused(tmp_path: Path) -> None:
+    r = run([f"resume={tmp_path}"])
+    assert r.returncode == 1 and "not a run directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigint_finishes_the_step_saves_last_and_exits_nonzero(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = popen([*SYNTH, "data.n_samples=400000", "data.val_size=1000", "data.test_size=1000",
+                  "trainer.max_epochs=20", f"hydra.run.dir={out}"])
+    _wait_for(lambda: (out / "tensorboard").is_dir(), proc)
+    time.sleep(2.0)  # well inside epoch 0
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert f"Resume with: python src/train.py resume={out}" in err
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] > 0 and last["epoch"] == 0
+    assert not list(out.rglob("*.tmp")) and not (out / "summary.json").exists()
+
+
+@pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_mnist_run(tmp_path: Path) -> None:
+    args = [*QUIET, "trainer.max_epochs=3", "trainer.limit_train_batches=150", "model.dropout=0.0",
+            "callbacks.early_stopping.patience=10", "deterministic=true"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert run([*args, f"hydra.run.dir={full}"]).returncode == 0
+    proc = popen([*args, f"hydra.run.dir={killed}"])
+    last = killed / "checkpoints" / "last.ckpt"
+
+    def epoch_one_started() -> bool:
+        try:
+            return last.is_file() and torch.load(last, weights_only=True)["epoch"] == 0
+        except Exception:  # the rename may land between exists() and load()
+            return False
+
+    _wait_for(epoch_one_started, proc)
+    time.sleep(0.3)  # into epoch 1
+    proc.kill()
+    proc.communicate()
+    for ckpt in (killed / "checkpoints").iterdir():  # everything written is loadable
+        torch.load(ckpt, weights_only=True)
+    r = run([f"resume={killed}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = summary(full), summary(killed)
+    assert a["epochs"] == b["epochs"] == 3
+    assert abs(a["metrics"]["test/acc"] - b["metrics"]["test/acc"]) <= 0.003
