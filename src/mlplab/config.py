@@ -160,8 +160,18 @@ def _check_callbacks(c: Mapping[str, Any]) -> None:
             _fail(f"callbacks.{name}.filename", filename, "a file name without '/', '\\' or '..'")
 
 
-def validate(cfg: DictConfig) -> None:
+# Strategies whose launcher re-runs `sys.argv` for each rank: inside a Hydra multirun every
+# rank would start the whole sweep again (Lightning issue #11300).
+_RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
+
+
+def validate(cfg: DictConfig, multirun: bool = False) -> None:
     """Raise `ConfigError` for the first invalid key of the composed config."""
+    if multirun and cfg.trainer.get("strategy") in _RELAUNCHING_STRATEGIES:
+        _fail("trainer.strategy", cfg.trainer.strategy,
+              "cannot run inside a Hydra multirun (Lightning relaunches each rank from the command "
+              "line, issue #11300); run the grid with hydra/launcher=submitit_slurm (one job per "
+              "node, DDP inside the job) or as separate single runs, or use strategy=ddp_spawn")
     check_signature("model", cfg.model, extra=())
     _check_model(cfg.model)
     check_signature("data", cfg.data)

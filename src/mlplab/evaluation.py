@@ -92,7 +92,10 @@ def evaluate(model: Classifier, dm: TensorDataModule, split: str = "test") -> Ev
 
 def format_evaluation(ev: Evaluation) -> str:
     names = ev.class_names
+    # Digits need no separate index column; Fashion-MNIST's names do.
+    plain = names == [str(i) for i in range(len(names))]
     width = max(len(n) for n in names)
+    label = (lambda i, name: f"  {name:>{width}}") if plain else (lambda i, name: f"  {i:>2} {name:<{width}}")
     lines = [
         f"loss       {ev.loss:.6f}",
         f"accuracy   {ev.accuracy:.6f}  ({int(np.trace(ev.confusion))}/{ev.n})",
@@ -100,11 +103,11 @@ def format_evaluation(ev: Evaluation) -> str:
         "per-class accuracy:",
     ]
     totals = ev.confusion.sum(1)
-    lines += [f"  {i:>2} {name:<{width}}  {acc:.4f}  (n={totals[i]})" for i, (name, acc) in enumerate(zip(names, ev.per_class))]
+    lines += [f"{label(i, name)}  {acc:.4f}  (n={totals[i]})" for i, (name, acc) in enumerate(zip(names, ev.per_class))]
     cell = max(5, len(str(ev.confusion.max())) + 1)
     lines += ["", "confusion matrix (rows: true class, columns: predicted class index):",
-              " " * (width + 5) + "".join(f"{j:>{cell}}" for j in range(len(names)))]
-    lines += [f"  {i:>2} {name:<{width}}" + "".join(f"{v:>{cell}}" for v in row)
+              " " * len(label(0, names[0])) + "".join(f"{j:>{cell}}" for j in range(len(names)))]
+    lines += [label(i, name) + "".join(f"{v:>{cell}}" for v in row)
               for i, (name, row) in enumerate(zip(names, ev.confusion))]
     return "\n".join(lines)
 
@@ -138,3 +141,262 @@ def predictions_csv(ids: Sequence[str], probs: torch.Tensor, class_names: Sequen
     for i, row in enumerate(probs.cpu().numpy()):
         w.writerow([ids[i], class_names[pred[i]], *(f"{p:.6f}" for p in row)])
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- prediction inputs
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+INVERT = ("auto", "true", "false")
+
+
+def _data_error(message: str) -> Exception:
+    from mlplab.data.sources import DataError
+
+    return DataError(message)
+
+
+def to_mnist_pixels(img: Any, shape: tuple[int, int], invert: str) -> np.ndarray:
+    """A PIL image → uint8 [H, W] like the training data: grayscale, light strokes on a
+    black background, the whole picture padded to a square (not stretched) and resized with
+    an antialiasing filter. `invert=auto` inverts when the border is mostly light, i.e. a
+    dark drawing on white paper."""
+    from PIL import Image, ImageOps
+
+    gray = img.convert("L")
+    a = np.asarray(gray)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    if invert == "true" or (invert == "auto" and border.mean() > 127):
+        gray = ImageOps.invert(gray)
+    w, h = gray.size
+    if w != h:
+        side = max(w, h)
+        square = Image.new("L", (side, side), 0)
+        square.paste(gray, ((side - w) // 2, (side - h) // 2))
+        gray = square
+    if gray.size != (shape[1], shape[0]):
+        gray = gray.resize((shape[1], shape[0]), Image.Resampling.LANCZOS)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def _read_image(path: Path, shape: tuple[int, int], invert: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_mnist_pixels(img, shape, invert)
+    except UnidentifiedImageError:
+        raise _data_error(f"{path}: not a readable PNG/JPEG image") from None
+    except OSError as e:
+        raise _data_error(f"{path}: unreadable image ({e.strerror or e})") from None
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    """uint8 [N, H, W] from an IDX images file (optionally gzipped), checked against its
+    own header."""
+    import gzip
+
+    from mlplab.data.sources import IMAGES_MAGIC, LABELS_MAGIC
+
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise _data_error(f"{path}: unreadable ({getattr(e, 'strerror', None) or e})") from None
+    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
+    if magic == LABELS_MAGIC:
+        raise _data_error(f"{path}: an IDX labels file; predict needs the images file (…-images-idx3-ubyte)")
+    if magic != IMAGES_MAGIC:
+        raise _data_error(f"{path}: not an IDX images file (magic 0x{max(magic, 0):08x}, expected 0x{IMAGES_MAGIC:08x})")
+    if len(raw) < 16:
+        raise _data_error(f"{path}: truncated IDX header")
+    dims = tuple(int.from_bytes(raw[i : i + 4], "big") for i in (4, 8, 12))
+    expected = 16 + dims[0] * dims[1] * dims[2]
+    if len(raw) != expected:
+        raise _data_error(f"{path}: {len(raw)} bytes, expected {expected} for {dims[0]} images of {dims[1]}×{dims[2]}")
+    return np.frombuffer(raw, np.uint8, offset=16).reshape(dims)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        why = "holds Python objects (refused: loading them could run code)" if "bject" in str(e) else "not a .npy array file"
+        raise _data_error(f"{path}: {why}") from None
+    except (OSError, EOFError) as e:
+        raise _data_error(f"{path}: unreadable .npy file ({e})") from None
+    if not isinstance(arr, np.ndarray):
+        raise _data_error(f"{path}: not a single .npy array")
+    return arr
+
+
+def _pixels_from_array(path: Path, arr: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """[N, H, W] or [N, H·W] (or one [H, W] image), uint8 or integers in 0..255 or floats
+    in [0, 1] → float32 [N, H, W] in the 0..255 scale the datamodule's transform expects."""
+    h, w = shape
+    if arr.ndim == 2 and arr.shape == (h, w):
+        arr = arr[None]
+    if arr.ndim == 2 and arr.shape[1] == h * w:
+        arr = arr.reshape(-1, h, w)
+    if arr.ndim != 3 or arr.shape[1:] != (h, w):
+        raise _data_error(f"{path}: array of shape {list(arr.shape)}; expected [N, {h}, {w}] or [N, {h * w}] images")
+    if len(arr) == 0:
+        raise _data_error(f"{path}: empty array (0 images)")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.bool_):
+        if arr.min() < 0 or arr.max() > 255:
+            raise _data_error(f"{path}: integer pixels must be in 0..255, got {arr.min()}..{arr.max()}")
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            raise _data_error(
+                f"{path}: float pixels must be finite and in [0, 1], got {np.nanmin(arr):g}..{np.nanmax(arr):g} "
+                "(save 0..255 pixels as uint8)"
+            )
+        return arr.astype(np.float32) * 255.0
+    raise _data_error(f"{path}: array of dtype {arr.dtype}; expected uint8 pixels or floats in [0, 1]")
+
+
+def _features_from_array(path: Path, arr: np.ndarray, n_features: int) -> np.ndarray:
+    if arr.ndim == 1 and arr.shape[0] == n_features:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != n_features:
+        raise _data_error(f"{path}: array of shape {list(arr.shape)}; this model takes [N, {n_features}] features")
+    if len(arr) == 0:
+        raise _data_error(f"{path}: empty array (0 rows)")
+    if not (np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)):
+        raise _data_error(f"{path}: array of dtype {arr.dtype}; expected numbers")
+    if not np.isfinite(arr).all():
+        raise _data_error(f"{path}: array holds NaN or infinite values")
+    return arr.astype(np.float32)
+
+
+def read_inputs(
+    path: str | Path, image_shape: tuple[int, int] | None, n_features: int, invert: str = "auto"
+) -> tuple[list[str], torch.Tensor]:
+    """(an id per input, raw inputs) from a PNG/JPEG file, a directory of them, an IDX
+    images file or a .npy array. Raw means before the datamodule's `eval_transform`:
+    pixels [N, H, W] in 0..255 for image models, features [N, n_features] otherwise."""
+    p = Path(path).expanduser()
+    if invert not in INVERT:
+        from mlplab.config import ConfigError
+
+        raise ConfigError(f"invert={invert!r}: expected one of {', '.join(INVERT)}")
+    if not p.exists():
+        raise _data_error(f"{p}: no such file or directory")
+    if image_shape is None:
+        if p.is_dir() or p.suffix.lower() != ".npy":
+            raise _data_error(f"{p}: this model was trained on synthetic features; give a .npy array of shape [N, {n_features}]")
+        return _ids(p, _features_from_array(p, _read_npy(p), n_features))
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise _data_error(f"{p}: no {'/'.join(IMAGE_SUFFIXES)} images in this directory")
+        pixels = np.stack([_read_image(f, image_shape, invert) for f in files])
+        return [f.name for f in files], torch.from_numpy(pixels)
+    suffix = p.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return [p.name], torch.from_numpy(_read_image(p, image_shape, invert)[None])
+    if suffix == ".npy":
+        return _ids(p, _pixels_from_array(p, _read_npy(p), image_shape))
+    images = read_idx_images(p)
+    if images.shape[1:] != image_shape:
+        raise _data_error(f"{p}: images are {images.shape[1]}×{images.shape[2]}; this model takes {image_shape[0]}×{image_shape[1]}")
+    if len(images) == 0:
+        raise _data_error(f"{p}: IDX file with 0 images")
+    return _ids(p, images.copy())
+
+
+def _ids(path: Path, arr: np.ndarray) -> tuple[list[str], torch.Tensor]:
+    """Rows of an array file are named `file[i]`."""
+    return [f"{path.name}[{i}]" for i in range(len(arr))], torch.from_numpy(arr)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _required_path(cfg: Any, key: str, example: str) -> Path:
+    value = cfg.get(key)
+    if value in (None, ""):
+        from mlplab.config import ConfigError
+
+        raise ConfigError(f"{key}: required, e.g. {key}={example}")
+    return Path(str(value)).expanduser()
+
+
+def _run_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _set_threads(cfg: Any) -> None:
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+
+
+def run_eval(cfg: Any) -> dict[str, Any]:
+    """`src/eval.py`: test metrics of a checkpoint, printed and written to eval.json."""
+    import json
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from mlplab import checkpoints
+    from mlplab.config import ConfigError
+
+    ckpt_path = _required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt")
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)}")
+    _set_threads(cfg)
+    loaded = checkpoints.load(ckpt_path)
+    if cfg.get("data") is not None:
+        # The user chose a data group on the command line: evaluate on that instead.
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        data_name, data_dir = str(HydraConfig.get().runtime.choices.get("data")), None
+    else:
+        data, data_name, data_dir = loaded.data, "", str(cfg.paths.data_dir)
+    dm = checkpoints.build_datamodule(ckpt_path, data, data_dir)
+    data_name = data_name or getattr(dm, "dataset", "") or type(dm).__name__
+    checkpoints.check_compatible(loaded, dm, data_name)
+    dm.setup()
+    ev = evaluate(loaded.model, dm, cfg.split)
+
+    out = _run_dir() / "eval.json"
+    result = {
+        "checkpoint": str(ckpt_path.resolve()),
+        "checkpoint_epoch": loaded.epoch,
+        "data": data_name,
+        **ev.as_dict(),
+    }
+    write_atomic(out, json.dumps(result, indent=2) + "\n")
+    head = f"{ckpt_path} (epoch {loaded.epoch}) on the {ev.split} split of {data_name}: {ev.n} samples"
+    print("\n".join(["", head, "", format_evaluation(ev), "", f"wrote {out}"]), flush=True)
+    return result
+
+
+def run_predict(cfg: Any) -> Path:
+    """`src/predict.py`: the class and every class's probability for each input, as CSV."""
+    from mlplab import checkpoints
+
+    ckpt_path = _required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt")
+    inputs = _required_path(cfg, "inputs", "digit.png, a folder of images, an IDX file or a .npy array")
+    _set_threads(cfg)
+    loaded = checkpoints.load(ckpt_path)
+    dm = checkpoints.build_datamodule(ckpt_path, loaded.data)
+    ids, raw = read_inputs(inputs, dm.image_shape, loaded.in_features, str(cfg.invert).lower())
+    features = dm.eval_transform(raw)
+    probs = predict_proba(loaded.model, features, int(cfg.batch_size))
+    out = _run_dir() / "predictions.csv"
+    write_atomic(out, predictions_csv(ids, probs, loaded.class_names))
+
+    conf, pred = probs.max(1)
+    shown = min(len(ids), int(cfg.get("show", 10)))
+    width = max(len(i) for i in ids[:shown]) if shown else 0
+    lines = [f"  {ids[i]:<{width}}  {loaded.class_names[pred[i]]}  ({float(conf[i]):.3f})" for i in range(shown)]
+    more = [f"  … and {len(ids) - shown} more"] if len(ids) > shown else []
+    print("\n".join([f"{len(ids)} predictions from {ckpt_path}:", *lines, *more, f"wrote {out}"]), flush=True)
+    return out

@@ -89,7 +89,7 @@ def _float(x: Any) -> float | None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit and test one configuration; return `cfg.optimized_metric` for sweepers."""
-    validate(cfg)
+    validate(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
     _route_lightning_logs()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     threads = job_threads(cfg)

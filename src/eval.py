@@ -1,0 +1,22 @@
+"""Evaluate a checkpoint: `python src/eval.py ckpt_path=<run>/checkpoints/best.ckpt [data=<option>]`
+(see conf/eval.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from mlplab.cli import guarded
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> Any:
+    from mlplab.evaluation import run_eval
+
+    return guarded(run_eval, cfg)
+
+
+if __name__ == "__main__":
+    main()

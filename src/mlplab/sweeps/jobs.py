@@ -1,0 +1,112 @@
+"""One job of a sweep, as its directory holds it: `.hydra/overrides.yaml` (what makes it this
+job), `.hydra/config.yaml` (which metric it optimised) and `summary.json` (what happened).
+
+A job directory without summary.json has status `missing`: train() writes the summary at its
+very end (and the multirun guard writes one for any exception), so a job without one is still
+running, was killed (out of memory, SIGKILL, a cluster time limit), or died before Python could
+record anything. From the files alone these cannot be told apart, so they share one status.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STATUSES = ("completed", "diverged", "failed", "missing")
+MISSING_ERROR = "no summary.json: still running, killed, or crashed before it could write one"
+DEFAULT_METRIC = "val/acc_best"
+
+
+@dataclass(frozen=True)
+class Job:
+    dir: Path
+    overrides: tuple[str, ...]
+    status: str
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    optimized_metric: str = DEFAULT_METRIC
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def seed(self) -> str | None:
+        return next((value(o) for o in self.overrides if key(o) == "seed"), None)
+
+    def metric(self, name: str) -> float | None:
+        v = (self.summary.get("metrics") or {}).get(name)
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def key(override: str) -> str:
+    """`+model.x=1` → `model.x`: the key an override sets, without its add/delete prefix."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def value(override: str) -> str:
+    return override.split("=", 1)[1] if "=" in override else ""
+
+
+def _natural(path: Path) -> list[Any]:
+    # Job 10 after job 9, not after job 1.
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def find_job_dirs(sweep_dir: Path) -> list[Path]:
+    """Every directory under `sweep_dir` holding `.hydra/overrides.yaml`, in job order.
+
+    Nothing below a job directory is searched (a job's own sub-runs are not jobs of the sweep),
+    nor hidden directories (submitit's `.submitit/` logs).
+    """
+    found: list[Path] = []
+    for root, dirs, _ in os.walk(sweep_dir):
+        if (Path(root) / ".hydra" / "overrides.yaml").is_file():
+            found.append(Path(root))
+            dirs.clear()
+            continue
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return sorted(found, key=_natural)
+
+
+def _read_yaml(path: Path) -> Any:
+    with path.open() as f:
+        return yaml.safe_load(f)
+
+
+def read_job(job_dir: Path) -> Job:
+    """Never raises for a broken job: what cannot be read becomes its status and error."""
+    try:
+        overrides = tuple(str(o) for o in (_read_yaml(job_dir / ".hydra" / "overrides.yaml") or []))
+    except (OSError, yaml.YAMLError) as err:
+        return Job(job_dir, (), "missing", f".hydra/overrides.yaml unreadable: {err}")
+    metric = DEFAULT_METRIC
+    try:
+        cfg = _read_yaml(job_dir / ".hydra" / "config.yaml") or {}
+        metric = str(cfg.get("optimized_metric") or DEFAULT_METRIC)
+    except (OSError, yaml.YAMLError, AttributeError):
+        pass  # an older or partial job dir: the default metric is the best guess
+    path = job_dir / "summary.json"
+    if not path.is_file():
+        return Job(job_dir, overrides, "missing", MISSING_ERROR, optimized_metric=metric)
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return Job(job_dir, overrides, "missing", f"summary.json unreadable: {err}", optimized_metric=metric)
+    status = summary.get("status")
+    if status not in STATUSES:
+        status = "failed"
+    return Job(job_dir, overrides, status, summary.get("error"), summary, metric)
+
+
+def read_jobs(sweep_dir: Path) -> Iterator[Job]:
+    for d in find_job_dirs(sweep_dir):
+        yield read_job(d)

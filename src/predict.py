@@ -1,0 +1,22 @@
+"""Classify new inputs: `python src/predict.py ckpt_path=<...>/best.ckpt inputs=<image, folder,
+IDX file or .npy>` (see conf/predict.yaml); writes predictions.csv into its run directory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from mlplab.cli import guarded
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> Any:
+    from mlplab.evaluation import run_predict
+
+    return guarded(run_predict, cfg)
+
+
+if __name__ == "__main__":
+    main()
