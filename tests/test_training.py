@@ -91,3 +91,18 @@ def test_mnist_few_batches_learns_well_above_chance(make_cfg, tmp_path: Path) ->
     s = _summary(tmp_path / "run")
     assert s["metrics"]["test/acc"] > 0.85  # chance is 0.10
     assert s["metrics"]["val/acc"] > 0.85
+
+
+def test_tensorboard_has_every_metric_and_the_penalties_separately(make_cfg, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(make_cfg([*SYNTH, "model.l1=1e-4", "model.l2=1e-3", "trainer.max_epochs=2"]))
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    expected = {"train/loss", "train/acc", "train/l1", "train/l2", "val/loss", "val/acc",
+                "val/acc_best", "test/loss", "test/acc"}
+    assert expected <= tags, expected - tags
+    assert len(acc.Scalars("train/loss")) == 2  # once per epoch, not per step
+    l1 = acc.Scalars("train/l1")[-1].value
+    assert 0 < l1 < acc.Scalars("train/loss")[-1].value

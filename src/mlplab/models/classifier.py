@@ -128,7 +128,7 @@ class Classifier(L.LightningModule):
             apply_max_norm(self._weights, self.max_norm)
 
     def on_train_epoch_end(self) -> None:
-        loss_sum, correct, n, l1_sum, l2_sum = self._train_sums
+        loss_sum, correct, n, l1_sum, l2_sum = self._train_sums.clone()
         self._train_sums.zero_()
         if n == 0:
             return

@@ -111,7 +111,7 @@ class Row:
 
     @property
     def stopped_early(self) -> str:
-        ran = [j for j in self.jobs if j.summary]
+        ran = [j for j in self.jobs if "stopped_early" in j.summary]
         k = sum(bool(j.summary.get("stopped_early")) for j in ran)
         if not ran:
             return "—"
@@ -290,8 +290,8 @@ def header_lines(board: Leaderboard) -> list[str]:
     direction = "higher" if board.maximize else "lower"
     lines = [
         f"{len(board.jobs)} jobs: {counts}",
-        f"metric: {board.metric} ({direction} is better); with several seeds: mean ± sample std "
-        "(ddof=1) over the completed runs, n = runs averaged",
+        (f"metric: {board.metric} ({direction} is better); with several seeds: mean ± sample std "
+         "(ddof=1) over the completed runs, n = runs averaged"),
     ]
     if board.fixed:
         lines.append("fixed for all jobs: " + " ".join(board.fixed))

@@ -9,6 +9,7 @@ with their status, so a failure cannot disappear from the picture.
 from __future__ import annotations
 
 import io
+import textwrap
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -29,15 +30,16 @@ def plot_png(board: Leaderboard) -> bytes:
     # The object API with its own Agg canvas: no pyplot, so no global backend is switched in
     # the process that runs the sweep.
     rows = board.rows
-    height = 1.4 + 0.38 * max(len(rows), 1)
+    height = 1.6 + 0.38 * max(len(rows), 1) + 0.15 * (len(" ".join(board.fixed)) // 140)
     fig = Figure(figsize=(9.0, height), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     scored = [r for r in rows if r.score.n]
-    lows = [min(r.score.values) for r in scored]
-    highs = [max(r.score.values) for r in scored]
+    # The axis holds every run and every error bar.
+    lows = [min(*r.score.values, (r.score.mean or 0.0) - (r.score.std or 0.0)) for r in scored]
+    highs = [max(*r.score.values, (r.score.mean or 0.0) + (r.score.std or 0.0)) for r in scored]
     lo, hi = (min(lows), max(highs)) if scored else (0.0, 1.0)
-    pad = (hi - lo) * 0.15 or 0.01
+    pad = (hi - lo) * 0.15 if hi > lo else max(abs(hi) * 0.05, 0.01)
     left = lo - pad
 
     ticks, names = [], []
@@ -67,9 +69,11 @@ def plot_png(board: Leaderboard) -> bytes:
     ax.grid(axis="x", alpha=0.3)
     direction = "higher" if board.maximize else "lower"
     ax.set_xlabel(f"{board.metric} ({direction} is better; mean ± sample std over seeds, dots = runs)")
-    fixed = " ".join(board.fixed)
-    title = f"{board.sweep_dir.name}: {len(board.jobs)} jobs, {len(rows)} settings"
-    ax.set_title(title + (f"\nfixed: {_clip(fixed)}" if fixed else ""), fontsize=9, loc="left")
+    title = [f"{board.sweep_dir}: {len(board.jobs)} jobs, {len(rows)} settings"]
+    if board.fixed:
+        title += textwrap.wrap("fixed: " + " ".join(board.fixed), width=140)
+    # Across the whole figure, not just the axes: the fixed overrides are a long line.
+    fig.suptitle("\n".join(title), x=0.01, ha="left", fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     return buf.getvalue()

@@ -1,0 +1,179 @@
+"""TensorBoard figures during training, each a callback switched on or off in
+conf/callbacks/default.yaml.
+
+They run at validation or epoch end only, never per step, on global rank zero, and only when
+a TensorBoardLogger is configured. Figures that need predictions run the model once over the
+whole validation split in large no-grad batches, rather than collecting outputs per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def tensorboard(trainer: L.Trainer) -> Any | None:
+    """The run's SummaryWriter on rank zero, else None."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if not trainer.is_global_zero:
+        return None
+    return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
+    return every_n_epochs > 0 and not trainer.sanity_checking and trainer.current_epoch % every_n_epochs == 0
+
+
+@torch.no_grad()
+def val_predictions(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(probabilities [N, C], labels [N]) over the datamodule's whole validation split."""
+    dm = trainer.datamodule
+    splits = getattr(dm, "splits", None) or {}
+    if "val" not in splits:
+        return None
+    x, y = splits["val"]
+    step = max(getattr(dm, "eval_batch_size", 4096), 4096)
+    was_training = pl_module.training
+    pl_module.eval()
+    try:
+        probs = torch.cat([pl_module.predict_step(dm.eval_transform(x[i : i + step]), i) for i in range(0, len(y), step)])
+    finally:
+        pl_module.train(was_training)
+    return probs, y
+
+
+def _class_names(trainer: L.Trainer, n: int) -> list[str]:
+    names = getattr(trainer.datamodule, "class_names", None)
+    return list(names) if names and len(names) == n else [str(i) for i in range(n)]
+
+
+class ConfusionMatrixFigure(L.Callback):
+    """The validation confusion matrix as an image, every `every_n_epochs` (0: off)."""
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        self.every_n_epochs = every_n_epochs
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is None or not _due(trainer, self.every_n_epochs):
+            return
+        out = val_predictions(trainer, pl_module)
+        if out is None:
+            return
+        from torchmetrics.classification import MulticlassConfusionMatrix
+
+        from mlplab.inspect.plots import confusion_figure
+
+        probs, y = out
+        n = probs.shape[1]
+        cm = MulticlassConfusionMatrix(num_classes=n).to(probs.device)(probs, y).cpu().numpy()
+        fig = confusion_figure(cm, _class_names(trainer, n), f"validation, epoch {trainer.current_epoch}")
+        writer.add_figure("val/confusion_matrix", fig, global_step=trainer.global_step)
+
+
+class MisclassifiedFigure(L.Callback):
+    """A grid of the `n_images` validation images misclassified with the highest confidence,
+    captioned true / predicted, every `every_n_epochs` (0: off). Skipped for non-image data."""
+
+    def __init__(self, every_n_epochs: int = 1, n_images: int = 24) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.n_images = n_images
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is None or not _due(trainer, self.every_n_epochs):
+            return
+        if getattr(trainer.datamodule, "image_shape", None) is None:
+            return
+        out = val_predictions(trainer, pl_module)
+        if out is None:
+            return
+        from mlplab.inspect.plots import misclassified_figure, most_confident_mistakes
+
+        probs, y = (t.cpu().numpy() for t in out)
+        idx = most_confident_mistakes(probs, y, self.n_images)
+        pred = probs.argmax(1)
+        images = trainer.datamodule.splits["val"][0][torch.as_tensor(idx, device=out[1].device)].cpu().numpy()
+        fig = misclassified_figure(
+            images, y[idx].tolist(), pred[idx].tolist(), probs[idx, pred[idx]].tolist(),
+            _class_names(trainer, probs.shape[1]),
+            f"epoch {trainer.current_epoch}: {len(idx)} most confident of {int((pred != y).sum())} errors",
+        )
+        writer.add_figure("val/misclassified", fig, global_step=trainer.global_step)
+
+
+class ParameterHistograms(L.Callback):
+    """Histograms of every parameter tensor (`weights/…`) and of the per-unit gradient norms
+    of the epoch's last training step (`grad_norm/…`: one L2 norm per row of a weight
+    matrix, absolute values for vectors), every `every_n_epochs` (0: off)."""
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        self.every_n_epochs = every_n_epochs
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # The last batch, not epoch end: Lightning frees the gradients before validation.
+        # Per step this is only the comparison below.
+        if batch_idx + 1 < trainer.num_training_batches and not trainer.is_last_batch:
+            return
+        writer = tensorboard(trainer)
+        if writer is None or not _due(trainer, self.every_n_epochs):
+            return
+        step = trainer.global_step
+        for name, p in pl_module.named_parameters():
+            tag = name.removeprefix("net.")
+            writer.add_histogram(f"weights/{tag}", p.detach().float().cpu(), step)
+            if p.grad is not None:
+                g = p.grad.detach().float()
+                norms = g.norm(dim=1) if g.ndim > 1 else g.abs()
+                writer.add_histogram(f"grad_norm/{tag}", norms.cpu(), step)
+
+
+class ModelGraph(L.Callback):
+    """The model's graph (Graphs tab), traced once at the start of fitting."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        in_features = getattr(pl_module.hparams, "in_features", None) if hasattr(pl_module, "hparams") else None
+        if writer is None or not in_features:
+            return
+        net = getattr(pl_module, "net", pl_module)
+        was_training = net.training
+        net.eval()
+        try:
+            with warnings.catch_warnings():
+                # add_graph traces with torch.jit, which now warns that it is deprecated.
+                warnings.simplefilter("ignore", FutureWarning)
+                writer.add_graph(net, torch.zeros(1, int(in_features), device=pl_module.device))
+        except Exception as err:  # noqa: BLE001 - a picture of the model must never stop training
+            log.warning("model graph not logged: %s: %s", type(err).__name__, err)
+        finally:
+            net.train(was_training)
+
+
+class ScalarLayout(L.Callback):
+    """A Custom Scalars layout with train and val of the same metric on one chart."""
+
+    LAYOUT = {
+        "train vs validation": {
+            "loss": ["Multiline", [r"^train/loss$", r"^val/loss$"]],
+            "accuracy": ["Multiline", [r"^train/acc$", r"^val/acc$", r"^val/acc_best$"]],
+        },
+        "optimisation": {
+            "learning rate": ["Multiline", [r"^lr-"]],
+            "train loss per step": ["Multiline", [r"^train/loss_step$"]],
+        },
+    }
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is not None:
+            writer.add_custom_scalars(self.LAYOUT)

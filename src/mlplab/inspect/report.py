@@ -1,0 +1,116 @@
+"""`write_report(run_dir)`: curves.png, confusion_matrix.png and misclassified.png of a run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlplab.inspect.events import ReportError, epoch_curves, event_files, read_scalars
+from mlplab.inspect.plots import (
+    confusion_figure,
+    curves_figure,
+    misclassified_figure,
+    most_confident_mistakes,
+    save_png,
+)
+
+log = logging.getLogger(__name__)
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+N_MISCLASSIFIED = 24
+
+
+def _summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        log.warning("%s: unreadable, curves drawn without best epoch / early-stop marks", path)
+        return {}
+
+
+def _run_name(run_dir: Path) -> str:
+    # outputs/runs/<date>/<time> reads best as "<date>/<time>"; a custom dir as its own name.
+    return "/".join(run_dir.resolve().parts[-2:])
+
+
+def _best_checkpoint(run_dir: Path, summary: dict[str, Any]) -> Path | None:
+    given = summary.get("best_checkpoint")
+    for path in (Path(given) if given else None, run_dir / "checkpoints" / "best.ckpt"):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+def _curves_subtitle(summary: dict[str, Any]) -> str:
+    m = summary.get("metrics") or {}
+    parts = []
+    if summary.get("epochs") is not None:
+        parts.append(f"{summary['epochs']} epochs" + (" (stopped early)" if summary.get("stopped_early") else ""))
+    if m.get("val/acc_best") is not None:
+        parts.append(f"best val acc {m['val/acc_best']:.2%}")
+    if m.get("test/acc") is not None:
+        parts.append(f"test acc {m['test/acc']:.2%} (best checkpoint)")
+    return ", ".join(parts)
+
+
+def write_curves(run_dir: Path, summary: dict[str, Any]) -> Path:
+    files = event_files(run_dir)
+    if not files:
+        raise ReportError(
+            f"{run_dir}: no TensorBoard event files (events.out.tfevents.*) in this directory; "
+            "is it a run directory trained with logger=tensorboard?"
+        )
+    curves = epoch_curves(read_scalars(files))
+    epochs = [e for tag in curves.values() for e, _ in tag]
+    stop = max(epochs) if summary.get("stopped_early") and epochs else None
+    fig = curves_figure(curves, summary.get("best_epoch"), stop, f"run {_run_name(run_dir)}", _curves_subtitle(summary))
+    return save_png(fig, run_dir / "curves.png")
+
+
+def write_checkpoint_panels(run_dir: Path, ckpt: Path, split: str = "val", data_dir: str | None = None) -> list[Path]:
+    """Confusion matrix and, for image data, the most confidently misclassified images, of
+    the best checkpoint on `split`."""
+    from mlplab import checkpoints
+    from mlplab.evaluation import confusion_matrix, split_outputs
+
+    loaded = checkpoints.load(ckpt)
+    dm = checkpoints.build_datamodule(ckpt, loaded.data, data_dir)
+    dm.setup()
+    probs_t, y_t, _ = split_outputs(loaded.model, dm, split)
+    probs, y = probs_t.numpy(), y_t.numpy()
+    names = loaded.class_names
+    where = f"best.ckpt (epoch {loaded.epoch}) on the {SPLIT_NAMES[split]} split"
+    cm = confusion_matrix(probs_t.argmax(1), y_t, len(names))
+    written = [save_png(confusion_figure(cm, names, f"Confusion matrix: {where}"), run_dir / "confusion_matrix.png")]
+    if dm.image_shape is None:
+        log.info("%s: no images (synthetic data), misclassified.png skipped", run_dir)
+        return written
+    idx = most_confident_mistakes(probs, y, N_MISCLASSIFIED)
+    pred = probs.argmax(1)
+    images = dm.splits[split][0][idx].cpu().numpy()
+    n_wrong = int((pred != y).sum())
+    title = f"Most confidently misclassified: {where} ({len(idx)} of {n_wrong} errors)"
+    fig = misclassified_figure(images, y[idx].tolist(), pred[idx].tolist(), probs[idx, pred[idx]].tolist(), names, title)
+    written.append(save_png(fig, run_dir / "misclassified.png"))
+    return written
+
+
+def write_report(run_dir: Path, split: str = "val", data_dir: str | None = None) -> list[Path]:
+    """Write the report PNGs into `run_dir` and return their paths. Raises `ReportError`
+    when there are no event files; without a best checkpoint, only curves.png is written."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run directory")
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {sorted(SPLIT_NAMES)}, not {split!r}")
+    summary = _summary(run_dir)
+    written = [write_curves(run_dir, summary)]
+    ckpt = _best_checkpoint(run_dir, summary)
+    if ckpt is None:
+        log.warning("%s: no checkpoints/best.ckpt, so no confusion matrix or misclassified images", run_dir)
+        return written
+    return written + write_checkpoint_panels(run_dir, ckpt, split, data_dir)

@@ -1,0 +1,147 @@
+"""Before a sweep starts: every job's config composes and validates, and its data is on disk.
+
+Hydra's launchers compose a job's config only when they run it, so a typo in the last grid
+value would surface hours in, and joblib workers that all find MNIST missing would all
+download it at once. Here every job of a grid is composed exactly as the launcher will
+(`load_sweep_config`: the hydra overrides, then the job's) and checked with the same
+`validate()` train() starts with, then each dataset any job reads is provisioned once.
+
+Sweepers that sample (Optuna) only know their trials as they run; for them each candidate
+value of each parameter is checked once (both ends of an interval, every choice), the others
+held at their first candidate, which catches unknown keys and out-of-range bounds. So does a
+grid of more than MAX_GRID jobs, where composing every job would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, Override
+from omegaconf import DictConfig, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+MAX_GRID = 64
+GRID_SWEEPERS = ("BasicSweeper",)
+
+
+class PreflightError(Exception):
+    """One line: the job's overrides and what is wrong with them, naming the key."""
+
+
+def one_line(err: BaseException, limit: int = 400) -> str:
+    # Hydra's composition errors span lines ("Could not override 'x'.\nKey 'x' is not in
+    # struct\n    full_key: ..."); the first lines name the key, the rest repeat it.
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("full_key:", "object_type="))]
+    text = " ".join(lines) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def sweep_arguments(config: DictConfig) -> list[str]:
+    """What the sweeper will expand: hydra.sweeper.params, then the command line, whose
+    values replace a param of the same key (the sweepers' own order)."""
+    params = config.hydra.sweeper.get("params") or {}
+    return [f"{k}={v}" for k, v in params.items()] + [str(o) for o in config.hydra.overrides.task]
+
+
+def _candidates(o: Override) -> list[str]:
+    if not o.is_sweep_override():
+        return [o.get_value_element_as_str()]
+    if o.is_discrete_sweep():
+        return [str(v) for v in o.sweep_string_iterator()]
+    value = o.value()
+    if isinstance(value, IntervalSweep):
+        return [str(value.start), str(value.end)]
+    return []  # a sweep type this module does not know: left to the sweeper
+
+
+def planned_jobs(config: DictConfig, overrides: Sequence[Override]) -> tuple[list[list[str]], bool]:
+    """Job override lists to check, and whether they are every job of the sweep."""
+    choices: dict[str, list[str]] = {}
+    for o in overrides:
+        cands = _candidates(o)
+        if cands:
+            choices[o.get_key_element()] = cands  # a later override of a key replaces it
+    keys = list(choices)
+    size = 1
+    for k in keys:
+        size *= len(choices[k])
+    sweeper = str(config.hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]
+    if sweeper in GRID_SWEEPERS and size <= MAX_GRID:
+        return [[f"{k}={v}" for k, v in zip(keys, combo)]
+                for combo in itertools.product(*(choices[k] for k in keys))], True
+    base = {k: choices[k][0] for k in keys}
+    jobs = [[f"{k}={v}" for k, v in base.items()]]
+    for k in keys:
+        for v in choices[k][1:]:
+            jobs.append([f"{kk}={v if kk == k else vv}" for kk, vv in base.items()])
+    return jobs, False
+
+
+def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[tuple[str, str]]:
+    """Compose and validate one job; the datasets (name, root) it will read."""
+    where = f"(job: {' '.join(overrides) or 'no overrides'})"
+    try:
+        cfg = loader.load_sweep_config(master_config=config, sweep_overrides=overrides)  # type: ignore[attr-defined]
+    except Exception as err:  # noqa: BLE001 - Hydra raises several types; all mean "will not compose"
+        raise PreflightError(f"{one_line(err)} {where}") from None
+    # Imported only now: they pull in torch, seconds that a sweep refused at composition
+    # need not wait for.
+    from hydra.utils import get_class
+
+    from mlplab.config import validate
+    from mlplab.data.sources import DATASETS
+
+    # `${hydra:runtime.output_dir}` resolves only once a job has a directory; validation needs
+    # a value, and a path no job will use keeps anything from being created by mistake.
+    with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+        cfg.hydra.runtime.output_dir = str(Path(str(config.hydra.sweep.dir)) / ".preflight")
+    hc = HydraConfig.instance()
+    saved = hc.cfg
+    try:
+        hc.set_config(cfg)
+        validate(cfg)
+        target = cfg.data.get("_target_")
+        name = getattr(get_class(target), "dataset", "") if target else ""
+        return {(name, str(cfg.data.data_dir))} if name in DATASETS else set()
+    except Exception as err:  # noqa: BLE001 - ConfigError or an interpolation that cannot resolve
+        raise PreflightError(f"{one_line(err)} {where}") from None
+    finally:
+        hc.cfg = saved
+
+
+def check(config: DictConfig, loader: object, provision_data: bool = True) -> int:
+    """Raise PreflightError for the first job that would fail on its config or its data;
+    return how many job configs were checked."""
+    started = time.perf_counter()
+    args = sweep_arguments(config)
+    try:
+        overrides = OverridesParser.create(config_loader=loader).parse_overrides(args)  # type: ignore[arg-type]
+    except Exception as err:  # noqa: BLE001
+        raise PreflightError(f"sweep parameters: {one_line(err)}") from None
+    jobs, complete = planned_jobs(config, overrides)
+    datasets: set[tuple[str, str]] = set()
+    for job in jobs:
+        datasets |= _check_job(config, loader, job)
+    if provision_data:
+        from mlplab.data.sources import DataError, provision
+
+        for name, root in sorted(datasets):
+            try:
+                provision(name, root)
+            except DataError as err:
+                raise PreflightError(str(err)) from None
+    log.info(
+        "preflight: %d %s composed and validated in %.1f s%s",
+        len(jobs), "job configs" if complete else "representative job configs (each value once)",
+        time.perf_counter() - started,
+        f"; data ready: {', '.join(n for n, _ in sorted(datasets))}" if datasets else "",
+    )
+    return len(jobs)

@@ -1,0 +1,44 @@
+"""What the sweep tests share: how to run src/train.py and read what a sweep wrote.
+
+(Not a conftest.py: tests/conftest.py is imported as `conftest`, and a second one would clash.)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "src" / "train.py"
+# Tiny and quiet: two cores are shared with other test runs.
+FAST = [
+    "data=synthetic", "model.hidden_sizes=[16]", "trainer.max_epochs=3",
+    "callbacks.progress_bar.refresh_rate=0", "callbacks.model_summary.max_depth=0", "trainer=cpu",
+]
+
+
+def run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`python <args>` from the repository root, environment untouched (MLPLAB_DATA_DIR)."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def multirun(sweep_dir: Path, *overrides: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return run([str(TRAIN), "-m", *FAST, *overrides, f"hydra.sweep.dir={sweep_dir}"], timeout=timeout)
+
+
+def leaderboard(sweep_dir: Path) -> list[dict[str, str]]:
+    with (sweep_dir / "leaderboard.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def summary(job_dir: Path) -> dict[str, Any]:
+    return json.loads((job_dir / "summary.json").read_text())
+
+
+def explain(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"

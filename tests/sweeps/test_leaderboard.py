@@ -1,0 +1,140 @@
+"""The leaderboard on sweep directories written by hand: grouping, statistics, order, the
+reproducing command, and `python -m mlplab.sweeps` on partial and empty directories."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sweep_support import ROOT, run
+
+from mlplab.sweeps import leaderboard as lb
+
+
+def make_job(sweep: Path, num: int, overrides: list[str], status: str | None = "completed",
+             metrics: dict[str, float] | None = None, metric: str = "val/acc_best",
+             error: str | None = None) -> Path:
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": metric, "seed": 0}))
+    if status is not None:
+        summary: dict[str, Any] = {"status": status, "error": error, "epochs": 3,
+                                   "stopped_early": False, "metrics": metrics or {},
+                                   "fit_seconds": 1.5, "run_dir": str(job)}
+        (job / "summary.json").write_text(json.dumps(summary))
+    return job
+
+
+def grid(sweep: Path) -> None:
+    """2 learning rates × 3 seeds, one diverged and one failed setting, a fixed override."""
+    accs = {("0.1", "1"): 0.80, ("0.1", "2"): 0.84, ("0.1", "3"): 0.85,
+            ("0.01", "1"): 0.90, ("0.01", "2"): 0.91, ("0.01", "3"): 0.95}
+    n = 0
+    for (lr, seed), acc in accs.items():
+        make_job(sweep, n, ["data=synthetic", f"optimizer.lr={lr}", f"seed={seed}"],
+                 metrics={"val/acc_best": acc, "test/acc": acc - 0.01})
+        n += 1
+    make_job(sweep, n, ["data=synthetic", "optimizer.lr=10.0", "seed=1"], status="failed",
+             error="RuntimeError: boom")
+    make_job(sweep, n + 1, ["data=synthetic", "optimizer.lr=1000.0", "seed=1"], status="diverged",
+             error="non-finite training loss", metrics={"val/acc_best": 0.99})
+
+
+def test_groups_seeds_into_mean_and_sample_std_best_first_failures_last(tmp_path: Path) -> None:
+    grid(tmp_path)
+    board = lb.build(tmp_path)
+    assert board.fixed == ("data=synthetic",)
+    assert [r.setting for r in board.rows] == [
+        ("optimizer.lr=0.01",), ("optimizer.lr=0.1",), ("optimizer.lr=1000.0",), ("optimizer.lr=10.0",)]
+    best, second, diverged, failed = board.rows
+    assert best.score.n == 3 and best.rank == 1 and second.rank == 2
+    assert best.score.mean == pytest.approx(statistics.fmean([0.90, 0.91, 0.95]))
+    # ddof=1: the sample standard deviation, not the population one.
+    assert best.score.std == pytest.approx(math.sqrt(sum((x - 0.92) ** 2 for x in (0.90, 0.91, 0.95)) / 2))
+    # A diverged run's metric is not a result: it ranks after every completed setting.
+    assert diverged.rank is None and diverged.score.n == 0 and diverged.status == "diverged"
+    assert failed.rank is None and failed.error == "RuntimeError: boom"
+    assert best.best_job is not None and best.best_job.seed == "3"
+    assert lb.command(best.best_job) == "python src/train.py data=synthetic optimizer.lr=0.01 seed=3"
+
+    lb.write(board)
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert [r["rank"] for r in rows] == ["1", "2", "", ""]
+    assert rows[0]["optimizer.lr"] == "0.01" and rows[0]["n"] == "3" and rows[0]["seeds"] == "1;2;3"
+    assert [float(v) for v in rows[0]["values"].split(";")] == [0.90, 0.91, 0.95]
+    assert rows[3]["status"] == "failed" and rows[3]["error"] == "RuntimeError: boom"
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "0.9200 ± 0.0265" in md and "ddof=1" in md
+    assert "python src/train.py data=synthetic optimizer.lr=0.01 seed=3" in md
+    assert (tmp_path / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_loss_metric_ranks_lowest_first(tmp_path: Path) -> None:
+    for n, (lr, loss) in enumerate((("0.1", 0.5), ("0.01", 0.2), ("1.0", 0.9))):
+        make_job(tmp_path, n, [f"optimizer.lr={lr}"], metric="val/loss", metrics={"val/loss": loss})
+    board = lb.build(tmp_path)
+    assert board.metric == "val/loss" and not board.maximize
+    assert [r.score.mean for r in board.rows] == [0.2, 0.5, 0.9]
+
+
+def test_command_quotes_for_the_shell_and_drops_the_named_sweep(tmp_path: Path) -> None:
+    job = make_job(tmp_path, 0, ["sweep=activation_depth", "model.hidden_sizes=[64,32]",
+                                 "model.activation=tanh", "+tag=it's"],
+                   metrics={"val/acc_best": 0.5})
+    cmd = lb.command(lb.build(tmp_path).rows[0].jobs[0])
+    assert cmd == ("python src/train.py 'model.hidden_sizes=[64,32]' model.activation=tanh "
+                   "'+tag=it'\"'\"'s'")
+    assert job.name == "0"
+
+
+def test_long_optuna_floats_are_shortened_only_for_reading() -> None:
+    assert lb.short("optimizer.lr=0.0012345678912") == "optimizer.lr=0.001235"
+    assert lb.short("model.l2=2.231090560744303e-06") == "model.l2=2.231e-06"
+    assert lb.short("optimizer.lr=0.01") == "optimizer.lr=0.01"
+    assert lb.short("model.hidden_sizes=[64,32]") == "model.hidden_sizes=[64,32]"
+
+
+def test_cli_on_a_partial_sweep_reports_finished_jobs_and_lists_missing_ones(tmp_path: Path) -> None:
+    make_job(tmp_path, 0, ["optimizer.lr=0.1", "seed=1"], metrics={"val/acc_best": 0.8})
+    make_job(tmp_path, 1, ["optimizer.lr=0.1", "seed=2"], status=None)   # killed, or still running
+    make_job(tmp_path, 2, ["optimizer.lr=0.01", "seed=1"], status=None)
+    (tmp_path / "3").mkdir()  # created by the launcher, nothing written yet: not a job dir
+    proc = run(["-m", "mlplab.sweeps", str(tmp_path)], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "2 job(s) without summary.json" in proc.stdout
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert [(r["setting"], r["n"], r["status"]) for r in rows] == [
+        ("optimizer.lr=0.1", "1", "1 completed, 1 missing"), ("optimizer.lr=0.01", "0", "missing")]
+    assert "no summary.json" in rows[1]["error"]
+
+
+def test_cli_on_an_empty_or_absent_dir_says_so_and_exits_1(tmp_path: Path) -> None:
+    for target, why in ((tmp_path, "no job directories"), (tmp_path / "nope", "no such directory")):
+        proc = run(["-m", "mlplab.sweeps", str(target)], timeout=120)
+        assert proc.returncode == 1
+        assert proc.stderr.startswith("error: ") and why in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_named_sweeps_set_only_hydra_keys_so_job_overrides_reproduce_a_job() -> None:
+    # The leaderboard's command drops sweep=NAME; that is exact only while this holds.
+    files = sorted((ROOT / "conf" / "sweep").glob("*.yaml"))
+    assert {f.stem for f in files} >= {"lr_dropout", "optimizer_lr", "dropout_l2",
+                                       "activation_depth", "optuna_mlp"}
+    for f in files:
+        text = f.read_text()
+        assert text.startswith("# @package _global_"), f
+        cfg = yaml.safe_load(text)
+        assert set(cfg) <= {"hydra", "defaults"}, f"{f.name}: {sorted(cfg)}"
+        assert cfg["hydra"]["mode"] == "MULTIRUN" and cfg["hydra"]["sweeper"]["params"], f
+        for entry in cfg.get("defaults", []):
+            assert all(k.startswith("override /hydra/") for k in entry), f

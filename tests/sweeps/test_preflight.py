@@ -1,0 +1,108 @@
+"""Preflight in-process: every job config is composed and validated before a sweep starts,
+data is provisioned once, and the Optuna guard keeps a study going past a failed trial."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from sweep_support import ROOT
+
+import mlplab.data.sources
+from mlplab.sweeps import preflight
+from mlplab.sweeps.callback import SweepCallback
+
+Compose = Callable[..., DictConfig]
+
+
+@pytest.fixture
+def sweep_cfg(tmp_path: Path) -> Iterator[Compose]:
+    """`sweep_cfg(overrides, params=...)` → the primary config a multirun would start from;
+    `params` replaces hydra.sweeper.params (dotted keys cannot be set by an override)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+
+        def _compose(overrides: list[str], params: dict[str, str] | None = None) -> DictConfig:
+            cfg = compose("train", overrides=[*overrides, f"hydra.sweep.dir={tmp_path}/sweep"],
+                          return_hydra_config=True)
+            if params is not None:
+                with read_write(cfg), open_dict(cfg):
+                    cfg.hydra.sweeper.params = params
+            return cfg
+
+        yield _compose
+    GlobalHydra.instance().clear()
+
+
+def loader() -> object:
+    return GlobalHydra.instance().config_loader()
+
+
+def test_every_job_of_a_grid_is_checked_and_an_invalid_value_is_named(sweep_cfg: Compose) -> None:
+    cfg = sweep_cfg(["sweep=lr_dropout", "data=synthetic"])
+    assert preflight.check(cfg, loader(), provision_data=False) == 9
+    bad = sweep_cfg(["data=synthetic"], params={"optimizer.lr": "0.01,0.1", "model.dropout": "0.0,1.5"})
+    with pytest.raises(preflight.PreflightError, match=r"^model.dropout=1.5: expected a value in \[0, 1\)"):
+        preflight.check(bad, loader(), provision_data=False)
+
+
+def test_an_unknown_key_is_named(sweep_cfg: Compose) -> None:
+    cfg = sweep_cfg(["data=synthetic"], params={"model.dropuot": "0.1,0.2"})
+    with pytest.raises(preflight.PreflightError, match="Could not override 'model.dropuot'"):
+        preflight.check(cfg, loader(), provision_data=False)
+    cfg = sweep_cfg(["data=synthetic"], params={"+model.dropuot": "0.1,0.2"})
+    with pytest.raises(preflight.PreflightError, match="model.dropuot: not an argument.*'dropout'"):
+        preflight.check(cfg, loader(), provision_data=False)
+
+
+def test_optuna_search_space_is_checked_value_by_value(sweep_cfg: Compose) -> None:
+    cfg = sweep_cfg(["sweep=optuna_mlp", "data=synthetic"])
+    # 1 base job + the other end of 3 intervals + 3 + 3 other choices of the two widths.
+    assert preflight.check(cfg, loader(), provision_data=False) == 10
+    with read_write(cfg), open_dict(cfg):
+        cfg.hydra.sweeper.params["model.dropout"] = "interval(0.0, 1.5)"
+    with pytest.raises(preflight.PreflightError, match=r"model.dropout=1.5"):
+        preflight.check(cfg, loader(), provision_data=False)
+
+
+def test_command_line_sweeps_replace_or_extend_the_named_grid(sweep_cfg: Compose) -> None:
+    cfg = sweep_cfg(["sweep=lr_dropout", "data=synthetic"])
+    args = preflight.sweep_arguments(cfg) + ["seed=1,2,3", "model.dropout=0.1,0.3"]
+    jobs, complete = preflight.planned_jobs(cfg, OverridesParser.create().parse_overrides(args))
+    assert complete and len(jobs) == 3 * 2 * 3
+    assert {j[1] for j in jobs} == {"model.dropout=0.1", "model.dropout=0.3"}
+
+
+def test_image_data_is_provisioned_once_per_dataset_not_per_job(
+    sweep_cfg: Compose, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(mlplab.data.sources, "provision", lambda name, root: calls.append((name, str(root))))
+    cfg = sweep_cfg(["paths.data_dir=/somewhere"],
+                    params={"data": "mnist,fashion,synthetic", "optimizer.lr": "0.01,0.1"})
+    assert preflight.check(cfg, loader()) == 6
+    assert calls == [("fashion", "/somewhere"), ("mnist", "/somewhere")]
+
+
+def test_a_failed_optuna_trial_is_reported_as_the_worst_value_not_nan() -> None:
+    def ended(target: str, direction: str, value: object) -> object:
+        cfg = OmegaConf.create({"hydra": {"sweeper": {"_target_": target, "direction": direction}}})
+        ret = JobReturn()
+        ret.status = JobStatus.COMPLETED
+        ret.return_value = value
+        SweepCallback().on_job_end(cfg, ret)
+        return ret.return_value
+
+    optuna = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    assert ended(optuna, "maximize", math.nan) == -math.inf
+    assert ended(optuna, "minimize", None) == math.inf
+    assert ended(optuna, "maximize", 0.9) == 0.9
+    basic = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    assert math.isnan(ended(basic, "maximize", math.nan))  # type: ignore[arg-type]
