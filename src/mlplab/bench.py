@@ -1,0 +1,299 @@
+"""`python -m mlplab.bench`: steady-state epoch time of three ways to train the same MLP.
+
+a. `plain`: a hand-written PyTorch loop over in-memory tensors (the floor);
+b. `mlplab`: the training path exactly as `src/train.py` builds it (TensorBoard logger,
+   checkpointing, early stopping, progress bar, validation every epoch);
+c. `torchvision`: a per-sample `torchvision.datasets.MNIST` + transforms + `DataLoader`
+   pipeline in Lightning, the common way (e.g. lightning-hydra-template's).
+
+All three: MNIST, 784-128-64-10 ReLU, Adam 1e-3, 55,000 training and 5,000 validation images
+per epoch. Each (variant, batch size) runs in its own process so peak memory is its own. An
+epoch is timed from its first batch to the end of its validation pass; the figure is the median
+of the epochs after the first (warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+VARIANTS = ("plain", "mlplab", "torchvision")
+HIDDEN = [128, 64]
+LR = 1e-3
+MEAN, STD = 0.1307, 0.3081
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda: no CUDA device is available here (use --device cpu)")
+    return torch.device(name)
+
+
+def _peak_memory_mb(device: Any) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _plain(batch_size: int, epochs: int, data_dir: str, device: Any) -> list[float]:
+    import torch
+    from torch import nn
+
+    from mlplab.data.base import seeded_split
+    from mlplab.data.images import normalize
+    from mlplab.data.sources import load_split
+
+    x, y = load_split("mnist", data_dir, "train")
+    keep, hold = seeded_split(len(y), 5000, 0)
+    xtr, ytr = x[keep].to(device), y[keep].to(device)
+    xva, yva = x[hold].to(device), y[hold].to(device)
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    width = 784
+    for h in HIDDEN:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    net = nn.Sequential(*layers, nn.Linear(width, 10)).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    times = []
+    for epoch in range(epochs):
+        _sync(device)
+        start = time.perf_counter()
+        net.train()
+        order = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(epoch)).to(device)
+        for i in range(0, len(ytr), batch_size):
+            idx = order[i : i + batch_size]
+            loss = nn.functional.cross_entropy(net(normalize(xtr[idx], MEAN, STD)), ytr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            correct = sum(
+                (net(normalize(xva[i : i + 1024], MEAN, STD)).argmax(1) == yva[i : i + 1024]).sum()
+                for i in range(0, len(yva), 1024)
+            )
+        float(correct)  # the one sync a real loop makes to report accuracy
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timer() -> Any:
+    import lightning as L
+
+    class EpochTimer(L.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            _sync(pl_module.device)
+            self._start = time.perf_counter()
+
+        def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if not trainer.sanity_checking:
+                _sync(pl_module.device)
+                self.times.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def _mlplab(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path) -> list[float]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from mlplab.training import build
+
+    overrides = [
+        f"paths.data_dir={data_dir}",
+        f"model.hidden_sizes=[{','.join(map(str, HIDDEN))}]",
+        "model.dropout=0.0",
+        "optimizer=adam",
+        f"optimizer.lr={LR}",
+        f"data.batch_size={batch_size}",
+        f"trainer.max_epochs={epochs}",
+        f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
+        "trainer.devices=1",
+        f"callbacks.early_stopping.patience={epochs + 1}",  # on, but must not end the timing early
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(out)
+        cfg.hydra.job.name = "bench"
+    HydraConfig.instance().set_config(cfg)
+    datamodule, model, trainer = build(cfg)
+    timer = _timer()
+    trainer.callbacks.append(timer)
+    trainer.fit(model, datamodule=datamodule)
+    return timer.times
+
+
+def _torchvision(batch_size: int, epochs: int, data_dir: str, device: Any) -> list[float]:
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    from mlplab.data.base import seeded_split
+    from mlplab.models.classifier import Classifier
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,)),
+                             transforms.Lambda(lambda t: t.view(-1))])
+    full = datasets.MNIST(data_dir, train=True, transform=tf)
+    keep, hold = seeded_split(len(full), 5000, 0)
+    train = DataLoader(Subset(full, keep.tolist()), batch_size=batch_size, shuffle=True)
+    val = DataLoader(Subset(full, hold.tolist()), batch_size=1024)
+    torch.manual_seed(0)
+    model = Classifier(784, 10, hidden_sizes=HIDDEN, dropout=0.0,
+                       optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": LR})
+    timer = _timer()
+    trainer = L.Trainer(max_epochs=epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
+                        devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0)
+    trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
+    return timer.times
+
+
+def run_one(variant: str, batch_size: int, epochs: int, data_dir: str, device_name: str) -> dict[str, Any]:
+    """One (variant, batch size) measurement in this process."""
+    import torch
+
+    device = _device(device_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        if variant == "plain":
+            times = _plain(batch_size, epochs, data_dir, device)
+        elif variant == "mlplab":
+            times = _mlplab(batch_size, epochs, data_dir, device, Path(tmp))
+        else:
+            times = _torchvision(batch_size, epochs, data_dir, device)
+    steady = times[1:]
+    median = statistics.median(steady)
+    return {
+        "variant": variant,
+        "batch_size": batch_size,
+        "epoch_seconds": round(median, 4),
+        "all_epoch_seconds": [round(t, 4) for t in times],
+        "samples_per_second": round(55000 / median, 1),
+        "peak_memory_mb": round(_peak_memory_mb(device), 1),
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    import lightning
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "lightning": lightning.__version__,
+            "cpu": platform.processor() or platform.machine(), "cores": str(os.cpu_count())}
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    by = {(r["variant"], r["batch_size"]): r for r in results}
+    lines = ["| batch | variant | s/epoch | samples/s | peak MB | b/a | c/b |", "|---|---|---|---|---|---|---|"]
+    for bs in sorted({r["batch_size"] for r in results}):
+        a, b, c = (by.get((v, bs)) for v in VARIANTS)
+        for r in (a, b, c):
+            if r is None:
+                continue
+            ba = f"{b['epoch_seconds'] / a['epoch_seconds']:.2f}" if r is b and a else ""
+            cb = f"{c['epoch_seconds'] / b['epoch_seconds']:.1f}" if r is c and b else ""
+            lines.append(f"| {bs} | {r['variant']} | {r['epoch_seconds']:.3f} | {r['samples_per_second']:.0f} "
+                         f"| {r['peak_memory_mb']:.0f} | {ba} | {cb} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlplab.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-sizes", default="64,128,256", help="comma-separated (default 64,128,256)")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first is warm-up (≥ 4)")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--data-dir", default=os.environ.get("MLPLAB_DATA_DIR", "data"))
+    parser.add_argument("--out", default="outputs/bench/bench.json")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process mode
+    args = parser.parse_args(argv)
+    try:
+        sizes = [int(s) for s in args.batch_sizes.split(",")]
+    except ValueError:
+        parser.error(f"--batch-sizes={args.batch_sizes!r}: expected comma-separated integers")
+    if any(s < 1 or s > 55000 for s in sizes):
+        parser.error(f"--batch-sizes={args.batch_sizes}: each must be in [1, 55000]")
+    if args.epochs < 4:
+        parser.error(f"--epochs={args.epochs}: need ≥ 4 (one warm-up + the median of ≥ 3)")
+    variants = args.variants.split(",")
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        parser.error(f"--variants: unknown {unknown}; expected some of {', '.join(VARIANTS)}")
+    _device(args.device)  # fail before any work if the device is unavailable
+
+    if args.one:
+        result = run_one(variants[0], sizes[0], args.epochs, args.data_dir, args.device)
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    from mlplab.data.sources import DataError, provision
+
+    try:
+        provision("mnist", args.data_dir)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    results = []
+    for bs in sizes:
+        for variant in variants:
+            cmd = [sys.executable, "-m", "mlplab.bench", "--one", "--variants", variant,
+                   "--batch-sizes", str(bs), "--epochs", str(args.epochs), "--device", args.device,
+                   "--data-dir", args.data_dir]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                print(f"error: {variant} at batch {bs} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                return 1
+            results.append(json.loads(line[len("RESULT "):]))
+            r = results[-1]
+            print(f"{variant:>11} batch {bs:>4}: {r['epoch_seconds']:.3f} s/epoch", flush=True)
+    report = {"versions": _versions(), "device": results[0]["device"], "threads": results[0]["threads"],
+              "epochs": args.epochs, "command": "python -m mlplab.bench " + " ".join(argv or sys.argv[1:]),
+              "results": results}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out)
+    v = report["versions"]
+    print(f"\ndevice {report['device']} ({report['threads']} threads), torch {v['torch']}, "
+          f"torchvision {v['torchvision']}, lightning {v['lightning']}, python {v['python']}")
+    print(table(results))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
