@@ -71,6 +71,16 @@ def job_threads(cfg: DictConfig) -> int | None:
     return max(1, cores // n_jobs)
 
 
+def _skip_failing_nvml_probe() -> None:
+    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (a CUDA check that cannot poison a
+    fork); on a machine without NVML torch then dlopens libnvidia-ml afresh on every
+    `cuda.is_available()`, which Adam calls on every step: ~100 µs a step, measured here.
+    Without NVML torch falls back to the CUDA runtime's count anyway, so skip the probe."""
+    probe = getattr(torch.cuda, "_raw_device_count_nvml", None)
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and probe is not None and probe() < 0:
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK")
+
+
 def _route_lightning_logs() -> None:
     """Lightning adds its own console handler; Hydra's root handlers already print and write
     train.log, so without this every Lightning message appears twice."""
@@ -91,6 +101,7 @@ def train(cfg: DictConfig) -> float | None:
     """Fit and test one configuration; return `cfg.optimized_metric` for sweepers."""
     validate(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
     _route_lightning_logs()
+    _skip_failing_nvml_probe()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     threads = job_threads(cfg)
     if threads:
