@@ -76,8 +76,13 @@ def _skip_failing_nvml_probe() -> None:
     fork); on a machine without NVML torch then dlopens libnvidia-ml afresh on every
     `cuda.is_available()`, which Adam calls on every step: ~100 µs a step, measured here.
     Without NVML torch falls back to the CUDA runtime's count anyway, so skip the probe."""
-    probe = getattr(torch.cuda, "_raw_device_count_nvml", None)
-    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and probe is not None and probe() < 0:
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK")
 
 
