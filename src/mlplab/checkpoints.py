@@ -10,6 +10,7 @@ cannot make eval.py call an arbitrary function either.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import pickle
 import pickletools
@@ -179,11 +180,10 @@ def datamodule_class(path: Path, target: Any) -> type[TensorDataModule]:
     """The datamodule class a checkpoint names, imported only if it is one of mlplab's."""
     if not isinstance(target, str) or not target.startswith(DATA_PACKAGE):
         raise CheckpointError(f"{path}: data._target_={target!r} is not an mlplab datamodule; refused")
-    from hydra.utils import get_class
-
+    module, _, name = target.rpartition(".")
     try:
-        cls = get_class(target)
-    except Exception:  # noqa: BLE001 - hydra wraps import errors in several types
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
         raise CheckpointError(f"{path}: data._target_={target!r} does not exist in this version of mlplab") from None
     if not (isinstance(cls, type) and issubclass(cls, TensorDataModule)):
         raise CheckpointError(f"{path}: data._target_={target!r} is not an mlplab datamodule; refused")

@@ -280,8 +280,9 @@ def plot(curves: dict[str, list[Curve]], out: str | os.PathLike[str], *, x_label
     for ax in axes:  # a run missing from the first panel still gets its legend entry
         for handle, name in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(name, handle)
-    fig.legend([seen[n] for n in labels if n in seen], [n for n in labels if n in seen],
-               loc="outside right upper", fontsize=8, frameon=False)
+    if len(seen) > 1:  # one run needs no legend: the title says what it is
+        fig.legend([seen[n] for n in labels if n in seen], [n for n in labels if n in seen],
+                   loc="outside right upper", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
     return _save(fig, Path(out))

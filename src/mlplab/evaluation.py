@@ -378,25 +378,33 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     return result
 
 
-def run_predict(cfg: Any) -> Path:
-    """`src/predict.py`: the class and every class's probability for each input, as CSV."""
+def predict_to_csv(
+    ckpt_path: str | Path, inputs: str | Path, out: Path, invert: str = "auto", batch_size: int = PREDICT_BATCH
+) -> tuple[list[str], torch.Tensor, list[str]]:
+    """Classify `inputs` with a checkpoint and write `out` (CSV) atomically; return the
+    ids, the probabilities and the class names. Nothing is written if any input is bad."""
     from mlplab import checkpoints
 
+    loaded = checkpoints.load(ckpt_path)
+    dm = checkpoints.build_datamodule(Path(ckpt_path), loaded.data)
+    ids, raw = read_inputs(inputs, dm.image_shape, loaded.in_features, invert)
+    probs = predict_proba(loaded.model, dm.eval_transform(raw), batch_size)
+    write_atomic(out, predictions_csv(ids, probs, loaded.class_names))
+    return ids, probs, loaded.class_names
+
+
+def run_predict(cfg: Any) -> Path:
+    """`src/predict.py`: the class and every class's probability for each input, as CSV."""
     ckpt_path = _required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt")
     inputs = _required_path(cfg, "inputs", "digit.png, a folder of images, an IDX file or a .npy array")
     _set_threads(cfg)
-    loaded = checkpoints.load(ckpt_path)
-    dm = checkpoints.build_datamodule(ckpt_path, loaded.data)
-    ids, raw = read_inputs(inputs, dm.image_shape, loaded.in_features, str(cfg.invert).lower())
-    features = dm.eval_transform(raw)
-    probs = predict_proba(loaded.model, features, int(cfg.batch_size))
     out = _run_dir() / "predictions.csv"
-    write_atomic(out, predictions_csv(ids, probs, loaded.class_names))
+    ids, probs, names = predict_to_csv(ckpt_path, inputs, out, str(cfg.invert).lower(), int(cfg.batch_size))
 
     conf, pred = probs.max(1)
     shown = min(len(ids), int(cfg.get("show", 10)))
     width = max(len(i) for i in ids[:shown]) if shown else 0
-    lines = [f"  {ids[i]:<{width}}  {loaded.class_names[pred[i]]}  ({float(conf[i]):.3f})" for i in range(shown)]
+    lines = [f"  {ids[i]:<{width}}  {names[pred[i]]}  ({float(conf[i]):.3f})" for i in range(shown)]
     more = [f"  … and {len(ids) - shown} more"] if len(ids) > shown else []
     print("\n".join([f"{len(ids)} predictions from {ckpt_path}:", *lines, *more, f"wrote {out}"]), flush=True)
     return out

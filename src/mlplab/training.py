@@ -104,7 +104,10 @@ def _float(x: Any) -> float | None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit and test one configuration; return `cfg.optimized_metric` for sweepers."""
-    validate(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+    hc = HydraConfig.get()
+    # SLURM/submitit starts every rank itself; the local launchers would relaunch the sweep.
+    relaunching = hc.mode == RunMode.MULTIRUN and "submitit" not in str(hc.launcher.get("_target_", ""))
+    validate(cfg, multirun=relaunching)
     _route_lightning_logs()
     _skip_failing_nvml_probe()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -170,14 +173,16 @@ def _best_epoch(path: str | None) -> int | None:
 def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float | None]) -> None:
     """Hyperparameters with real results, for TensorBoard's HParams tab (not `hp_metric=-1`)."""
     from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.tensorboard.summary import hparams
 
+    choices = HydraConfig.get().runtime.choices
     for logger in trainer.loggers:
         if not isinstance(logger, TensorBoardLogger):
             continue
         params = {
-            "data": cfg.data._target_.rsplit(".", 1)[-1],
-            "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-            "scheduler": (cfg.scheduler.get("scheduler") or {}).get("_target_", "none").rsplit(".", 1)[-1],
+            "data": choices.get("data"),
+            "optimizer": choices.get("optimizer"),
+            "scheduler": choices.get("scheduler"),
             **{f"model.{k}": str(v) if isinstance(v, list) else v
                for k, v in _container(cfg.model).items() if not k.startswith("_")},
             **{f"optimizer.{k}": v for k, v in _container(cfg.optimizer).items()
@@ -187,7 +192,14 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float |
         }
         params = {k: ("None" if v is None else v) for k, v in params.items()}
         results = {f"hparams/{k.replace('/', '_')}": v for k, v in metrics.items() if v is not None}
-        logger.log_hyperparams(params, results)
+        # Session start/end only, no per-run experiment summary: TensorBoard then takes the union
+        # of all runs' hyperparameters, so a sweep's HParams tab shows every swept column.
+        logger.hparams.update(params)
+        logger.log_metrics(results, step=0)
+        _, start, end = hparams(params, results)
+        writer = logger.experiment._get_file_writer()
+        writer.add_summary(start)
+        writer.add_summary(end)
         logger.finalize("success")
 
 

@@ -98,7 +98,7 @@ def check_regularisers(b: Built) -> None:
 def check_init(b: Built) -> None:
     assert b["layers"] == ["Linear(784,256)", "Sigmoid", *["Linear(256,256)", "Sigmoid"] * 4, "Linear(256,10)"]
     assert b["cfg"].model.init == "default" and b["cfg"].model.init_std == 0.01
-    assert type(b["opt"]) is torch.optim.SGD
+    assert type(b["opt"]) is torch.optim.Adam and b["lr"] == 1e-3
 
 
 def check_optimizers_common(b: Built) -> None:

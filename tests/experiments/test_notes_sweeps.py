@@ -63,7 +63,7 @@ def test_regulariser_options_set_exactly_one_regulariser(make_cfg, tmp_path: Pat
     expected = {
         "none": (0.0, 0.0, 0.0, None),
         "l2": (0.0, 0.0, 1e-3, None),
-        "l1": (0.0, 1e-4, 0.0, None),
+        "l1": (0.0, 1e-5, 0.0, None),
         "dropout": (0.5, 0.0, 0.0, None),
         "max_norm": (0.0, 0.0, 0.0, 3.0),
     }

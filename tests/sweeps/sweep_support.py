@@ -12,12 +12,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "src" / "train.py"
+
+
+def _no_figures() -> list[str]:
+    """The TensorBoard figure callbacks draw with matplotlib every epoch, most of a tiny job's
+    time; found by target so a renamed one is still switched off."""
+    callbacks = yaml.safe_load((ROOT / "conf" / "callbacks" / "default.yaml").read_text()) or {}
+    return [f"callbacks.{name}=null" for name, node in callbacks.items()
+            if isinstance(node, dict) and str(node.get("_target_", "")).startswith("mlplab.callbacks.figures.")]
+
+
 # Tiny and quiet: two cores are shared with other test runs.
 FAST = [
     "data=synthetic", "model.hidden_sizes=[16]", "trainer.max_epochs=3",
     "callbacks.progress_bar.refresh_rate=0", "callbacks.model_summary.max_depth=0", "trainer=cpu",
+    *_no_figures(),
 ]
 
 

@@ -106,3 +106,9 @@ def test_a_failed_optuna_trial_is_reported_as_the_worst_value_not_nan() -> None:
     assert ended(optuna, "maximize", 0.9) == 0.9
     basic = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
     assert math.isnan(ended(basic, "maximize", math.nan))  # type: ignore[arg-type]
+
+
+def test_a_strategy_that_cannot_run_in_a_multirun_is_refused_before_the_sweep(sweep_cfg: Compose) -> None:
+    cfg = sweep_cfg(["data=synthetic"], params={"trainer": "cpu,ddp"})
+    with pytest.raises(preflight.PreflightError, match=r"^trainer.strategy='ddp': cannot run inside a Hydra multirun"):
+        preflight.check(cfg, loader(), provision_data=False)

@@ -9,6 +9,7 @@ whole validation split in large no-grad batches, rather than collecting outputs 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from typing import Any
 
@@ -54,16 +55,41 @@ def _class_names(trainer: L.Trainer, n: int) -> list[str]:
     return list(names) if names and len(names) == n else [str(i) for i in range(n)]
 
 
-class ConfusionMatrixFigure(L.Callback):
-    """The validation confusion matrix as an image, every `every_n_epochs` (0: off)."""
+class _BudgetedFigure(L.Callback):
+    """Drawing a figure costs about half a second of CPU whatever the accelerator, which is
+    a few percent of a CPU epoch on MNIST but can double a GPU epoch. So a figure that is due
+    every `every_n_epochs` is skipped while the time spent drawing it would exceed
+    `max_overhead` of the fit time so far (null: never skipped)."""
 
-    def __init__(self, every_n_epochs: int = 1) -> None:
+    def __init__(self, every_n_epochs: int = 1, max_overhead: float | None = 0.03) -> None:
         self.every_n_epochs = every_n_epochs
+        self.max_overhead = max_overhead
+        self._spent = 0.0
+        self._fit_start = time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._spent, self._fit_start = 0.0, time.perf_counter()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
         if writer is None or not _due(trainer, self.every_n_epochs):
             return
+        started = time.perf_counter()
+        if self.max_overhead is not None and self._spent > self.max_overhead * (started - self._fit_start):
+            return
+        try:
+            self.draw(trainer, pl_module, writer)
+        finally:
+            self._spent += time.perf_counter() - started
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
+        raise NotImplementedError
+
+
+class ConfusionMatrixFigure(_BudgetedFigure):
+    """The validation confusion matrix as an image, every `every_n_epochs` (0: off)."""
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
         out = val_predictions(trainer, pl_module)
         if out is None:
             return
@@ -78,18 +104,15 @@ class ConfusionMatrixFigure(L.Callback):
         writer.add_figure("val/confusion_matrix", fig, global_step=trainer.global_step)
 
 
-class MisclassifiedFigure(L.Callback):
+class MisclassifiedFigure(_BudgetedFigure):
     """A grid of the `n_images` validation images misclassified with the highest confidence,
     captioned true / predicted, every `every_n_epochs` (0: off). Skipped for non-image data."""
 
-    def __init__(self, every_n_epochs: int = 1, n_images: int = 24) -> None:
-        self.every_n_epochs = every_n_epochs
+    def __init__(self, every_n_epochs: int = 1, max_overhead: float | None = 0.03, n_images: int = 24) -> None:
+        super().__init__(every_n_epochs, max_overhead)
         self.n_images = n_images
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writer = tensorboard(trainer)
-        if writer is None or not _due(trainer, self.every_n_epochs):
-            return
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
         if getattr(trainer.datamodule, "image_shape", None) is None:
             return
         out = val_predictions(trainer, pl_module)

@@ -17,11 +17,14 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from mlplab.sweeps.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,6 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.report:
             return
-        from mlplab.sweeps.jobs import read_job
         from mlplab.sweeps.leaderboard import NoJobsError, build, render_text, write
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -87,12 +89,12 @@ class SweepCallback(Callback):
         print("\n" + render_text(board), flush=True)
         print("wrote " + ", ".join(p.name for p in written) + f" in {sweep_dir}", flush=True)
         mine = self._this_multirun(board.jobs)
-        if mine and not any(read_job(j.dir).status == "completed" for j in mine):
+        if mine and not any(j.status == "completed" for j in mine):
             print(f"error: none of the {len(mine)} jobs of this sweep completed "
                   "(see the status column above)", file=sys.stderr, flush=True)
             raise SystemExit(1)
 
-    def _this_multirun(self, jobs: list[Any]) -> list[Any]:
+    def _this_multirun(self, jobs: list[Job]) -> list[Job]:
         """Jobs written since on_multirun_start: a reused sweep dir keeps older job dirs,
         which the report shows but the exit code must not count. (A clock skew between the
         launching machine and a cluster file system could hide them all; then all count.)"""

@@ -188,8 +188,9 @@ def group(jobs: Sequence[Job], metric: str) -> tuple[list[Row], tuple[str, ...]]
     return [Row(s, js, metric) for s, js in by_setting.items()], fixed
 
 
-def rank(rows: list[Row], order: dict[Path, int]) -> list[Row]:
-    sign = -1 if any(maximize(r.metric) for r in rows[:1]) else 1
+def rank(rows: list[Row], order: dict[Path, int], metric: str) -> list[Row]:
+    """Best first; ties go to the setting with more runs, then to the earlier job."""
+    sign = -1 if maximize(metric) else 1
 
     def sort_key(row: Row) -> tuple[int, float, int, int]:
         first = min(order[j.dir] for j in row.jobs)
@@ -226,7 +227,7 @@ def build(sweep_dir: str | os.PathLike[str], metric: str | None = None) -> Leade
     for row in rows:
         varying += [key(o) for o in row.setting if key(o) not in varying]
     order = {j.dir: i for i, j in enumerate(jobs)}
-    return Leaderboard(sweep_dir, metric, rank(rows, order), jobs, fixed, tuple(varying))
+    return Leaderboard(sweep_dir, metric, rank(rows, order, metric), jobs, fixed, tuple(varying))
 
 
 # --------------------------------------------------------------------------- rendering

@@ -107,7 +107,8 @@ def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[
     saved = hc.cfg
     try:
         hc.set_config(cfg)
-        validate(cfg)
+        if "model" in cfg and "trainer" in cfg:  # train's config; another entry point only composes
+            validate(cfg, multirun=True)  # as train() will, inside the job
         target = cfg.data.get("_target_")
         name = getattr(get_class(target), "dataset", "") if target else ""
         return {(name, str(cfg.data.data_dir))} if name in DATASETS else set()

@@ -1,0 +1,38 @@
+"""eval.py reproduces the test metrics printed at the end of training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA
+from inspection_support import mnist_run, script  # noqa: F401 - fixtures
+
+
+def test_eval_reproduces_training_test_accuracy(mnist_run: Path, script, tmp_path: Path) -> None:
+    summary = json.loads((mnist_run / "summary.json").read_text())
+    out = tmp_path / "eval"
+    proc = script("eval.py", f"ckpt_path={mnist_run}/checkpoints/best.ckpt", f"hydra.run.dir={out}",
+                  f"paths.data_dir={DATA}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "eval.json").read_text())
+    assert result["accuracy"] == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
+    assert result["loss"] == pytest.approx(summary["metrics"]["test/loss"], abs=1e-5)
+    assert result["n"] == 10_000 and result["data"] == "mnist"
+    assert sum(map(sum, result["confusion_matrix"])) == 10_000
+    assert set(result["per_class_accuracy"]) == {str(d) for d in range(10)}
+    for text in ("per-class accuracy", "confusion matrix", f"{result['accuracy']:.6f}", str(out / "eval.json")):
+        assert text in proc.stdout
+
+
+def test_eval_on_other_data_is_refused_in_one_line(mnist_run: Path, script, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    proc = script("eval.py", f"ckpt_path={mnist_run}/checkpoints/best.ckpt", f"hydra.run.dir={out}", "data=fashion",
+                  f"paths.data_dir={DATA}")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "trained on classes [0, 1, 2, 3, …], but data fashion has classes [T-shirt/top" in lines[0]
+    assert not out.exists()

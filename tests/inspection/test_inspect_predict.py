@@ -1,0 +1,150 @@
+"""predict.py: images of any size, IDX and .npy inputs give the model's own classes; bad
+inputs get one line naming the file, and no CSV."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import DATA
+from inspection_support import mnist_run, script, synthetic_run  # noqa: F401 - fixtures
+from mlplab import checkpoints
+from mlplab.data.sources import DataError, load_split
+from mlplab.evaluation import predict_to_csv
+
+N = 8
+
+
+@pytest.fixture(scope="module")
+def test_images() -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_split("mnist", DATA, "test")
+    return x[:N].numpy().copy(), y[:N].numpy().copy()
+
+
+@pytest.fixture(scope="module")
+def expected(mnist_run: Path, test_images) -> tuple[np.ndarray, np.ndarray]:
+    """Classes and probabilities from the model's forward pass on the datamodule's transform."""
+    loaded = checkpoints.load(mnist_run / "checkpoints" / "best.ckpt")
+    dm = checkpoints.build_datamodule(loaded.path, loaded.data)
+    with torch.no_grad():
+        probs = loaded.model(dm.eval_transform(torch.from_numpy(test_images[0]))).softmax(1).numpy()
+    return probs.argmax(1), probs
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_png_folder_via_cli_matches_forward_pass(mnist_run: Path, test_images, expected, script, tmp_path: Path) -> None:
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, img in enumerate(test_images[0]):
+        Image.fromarray(img).save(folder / f"img{i}.png")
+    out = tmp_path / "pred"
+    proc = script("predict.py", f"ckpt_path={mnist_run}/checkpoints/best.ckpt", f"inputs={folder}", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert str(out / "predictions.csv") in proc.stdout
+    rows = _read_csv(out / "predictions.csv")
+    assert list(rows[0]) == ["input", "predicted", *[str(d) for d in range(10)]]
+    assert [r["input"] for r in rows] == [f"img{i}.png" for i in range(N)]
+    assert [int(r["predicted"]) for r in rows] == expected[0].tolist()
+    probs = np.array([[float(r[str(d)]) for d in range(10)] for r in rows])
+    np.testing.assert_allclose(probs, expected[1], atol=2e-6)
+
+
+def test_npy_and_idx_match_forward_pass(mnist_run: Path, test_images, expected, tmp_path: Path) -> None:
+    ckpt = mnist_run / "checkpoints" / "best.ckpt"
+    images = test_images[0]
+    cases = {"u8.npy": images, "flat.npy": images.reshape(N, -1), "float.npy": images.astype(np.float32) / 255}
+    for name, arr in cases.items():
+        np.save(tmp_path / name, arr)
+    idx = tmp_path / "images-idx3-ubyte.gz"
+    with gzip.open(idx, "wb") as f:
+        f.write(bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in images.shape) + images.tobytes())
+    for name in [*cases, idx.name]:
+        out = tmp_path / f"{name}.csv"
+        ids, probs, _ = predict_to_csv(ckpt, tmp_path / name, out)
+        assert probs.argmax(1).tolist() == expected[0].tolist(), name
+        assert ids[0] == f"{name}[0]" and len(_read_csv(out)) == N
+
+
+def test_images_of_other_sizes_and_dark_on_light(mnist_run: Path, test_images, expected, tmp_path: Path) -> None:
+    ckpt = mnist_run / "checkpoints" / "best.ckpt"
+    confident = [i for i in range(N) if expected[1][i].max() > 0.9]
+    assert confident
+    for i in confident:
+        img = Image.fromarray(test_images[0][i])
+        img.resize((56, 56), Image.Resampling.BICUBIC).save(tmp_path / f"big{i}.png")
+        # Dark ink on white paper, not square: inverted and padded, not stretched.
+        padded = Image.new("L", (100, 80), 0)
+        padded.paste(img.resize((80, 80), Image.Resampling.BICUBIC), (10, 0))
+        Image.eval(padded, lambda v: 255 - v).convert("RGB").save(tmp_path / f"paper{i}.jpg", quality=95)
+    ids, probs, _ = predict_to_csv(ckpt, tmp_path, tmp_path / "out.csv")
+    got = dict(zip(ids, probs.argmax(1).tolist()))
+    for i in confident:
+        assert got[f"big{i}.png"] == expected[0][i]
+        assert got[f"paper{i}.jpg"] == expected[0][i]
+
+
+def _bad_inputs(tmp_path: Path, synthetic: bool) -> dict[str, tuple[Path, str]]:
+    d = tmp_path
+    (d / "empty").mkdir()
+    (d / "notes").mkdir()
+    (d / "notes" / "readme.txt").write_text("no images here")
+    (d / "fake.png").write_text("not an image")
+    np.save(d / "shape.npy", np.zeros((5, 27, 27), np.uint8))
+    np.save(d / "range.npy", np.full((2, 28, 28), 3.0, np.float32))
+    np.save(d / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(d / "zero.npy", np.zeros((0, 784), np.uint8))
+    np.save(d / "synth_shape.npy", np.zeros((4, 7), np.float32))
+    (d / "labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + (3).to_bytes(4, "big") + bytes(3))
+    (d / "short-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (9, 28, 28)) + bytes(100))
+    (d / "data.csv").write_text("1,2,3\n")
+    if synthetic:
+        return {
+            "png for a synthetic model": (d / "fake.png", "trained on synthetic features; give a .npy array of shape [N, 20]"),
+            "wrong width": (d / "synth_shape.npy", "array of shape [4, 7]; this model takes [N, 20] features"),
+        }
+    return {
+        "missing": (d / "nope.png", "no such file or directory"),
+        "empty dir": (d / "empty", "no .png/.jpg/.jpeg images in this directory"),
+        "no images in dir": (d / "notes", "no .png/.jpg/.jpeg images in this directory"),
+        "not an image": (d / "fake.png", "not a readable PNG/JPEG image"),
+        "wrong shape": (d / "shape.npy", "array of shape [5, 27, 27]; expected [N, 28, 28] or [N, 784] images"),
+        "float range": (d / "range.npy", "float pixels must be finite and in [0, 1], got 3..3"),
+        "pickled objects": (d / "objects.npy", "holds Python objects (refused"),
+        "empty array": (d / "zero.npy", "empty array (0 images)"),
+        "idx labels": (d / "labels-idx1-ubyte", "an IDX labels file; predict needs the images file"),
+        "idx truncated": (d / "short-idx3-ubyte", "116 bytes, expected 7072 for 9 images of 28×28"),
+        "other type": (d / "data.csv", "not an IDX images file"),
+    }
+
+
+def test_bad_inputs_get_one_line_naming_the_file(mnist_run: Path, synthetic_run: Path, tmp_path: Path) -> None:
+    for synthetic, run in ((False, mnist_run), (True, synthetic_run)):
+        base = tmp_path / ("s" if synthetic else "m")
+        base.mkdir()
+        for case, (path, message) in _bad_inputs(base, synthetic).items():
+            out = base / "predictions.csv"
+            with pytest.raises(DataError) as err:
+                predict_to_csv(run / "checkpoints" / "best.ckpt", path, out)
+            assert message in str(err.value), case
+            assert str(err.value).startswith(str(path)) and "\n" not in str(err.value), case
+            assert not out.exists() and not list(base.glob(".predictions*")), case
+
+
+def test_bad_input_via_cli_exits_1_with_nothing_left(mnist_run: Path, script, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "pred"
+    proc = script("predict.py", f"ckpt_path={mnist_run}/checkpoints/best.ckpt", f"inputs={tmp_path / 'empty'}",
+                  f"hydra.run.dir={out}")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'empty'}: no .png/.jpg/.jpeg images in this directory"]
+    assert not out.exists()

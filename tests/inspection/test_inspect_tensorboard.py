@@ -1,0 +1,41 @@
+"""TensorBoard's own reader finds the figures, histograms, graph and layout the callbacks
+write during training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from inspection_support import mnist_run, synthetic_run  # noqa: F401 - fixtures
+from mlplab.inspect.events import event_files
+
+
+def _tags(run_dir: Path) -> dict[str, set[str] | bool]:
+    found: dict[str, set[str] | bool] = {"images": set(), "histograms": set(), "tensors": set(), "graph": False}
+    for f in event_files(run_dir):
+        acc = EventAccumulator(str(f), size_guidance={"images": 0, "histograms": 0, "tensors": 0, "scalars": 0})
+        acc.Reload()
+        tags = acc.Tags()
+        for kind in ("images", "histograms", "tensors"):
+            found[kind] |= set(tags[kind])  # type: ignore[operator]
+        found["graph"] = found["graph"] or tags["graph"]
+        for tag in tags["images"]:
+            assert all(img.width > 300 and img.height > 200 for img in acc.Images(tag))
+        if "val/confusion_matrix" in tags["images"]:
+            assert len(acc.Images("val/confusion_matrix")) == 2  # one per epoch
+    return found
+
+
+def test_mnist_run_has_figures_histograms_graph_and_layout(mnist_run: Path) -> None:
+    found = _tags(mnist_run)
+    assert {"val/confusion_matrix", "val/misclassified"} <= found["images"]
+    hists = found["histograms"]
+    assert {"weights/net.0.weight", "grad_norm/net.0.weight", "weights/net.6.bias", "grad_norm/net.6.bias"} <= hists
+    assert found["graph"] is True
+    assert "custom_scalars__config__" in found["tensors"]
+
+
+def test_synthetic_run_has_confusion_matrix_but_no_images_grid(synthetic_run: Path) -> None:
+    found = _tags(synthetic_run)
+    assert "val/confusion_matrix" in found["images"] and "val/misclassified" not in found["images"]
