@@ -1,0 +1,47 @@
+"""DDP with 2 CPU processes on the device-resident data path: same result as one process with
+the same total batch size, files written once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, ROOT, have_data
+
+COMMON = ["trainer.max_epochs=1", "trainer.limit_train_batches=120", "model.dropout=0.0",
+          "callbacks.progress_bar.refresh_rate=0", "trainer.accelerator=cpu", "seed=3"]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLPLAB_DATA_DIR": str(DATA)}
+    return subprocess.run([sys.executable, "src/train.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
+def test_two_process_ddp_matches_single_process_of_same_total_batch(tmp_path: Path) -> None:
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    r1 = _run([*COMMON, "trainer.devices=1", "data.batch_size=128", f"hydra.run.dir={single}"])
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = _run([*COMMON, "trainer=ddp", "trainer.devices=2", "data.batch_size=64", f"hydra.run.dir={ddp}"])
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    a = json.loads((single / "summary.json").read_text())["metrics"]
+    b = json.loads((ddp / "summary.json").read_text())["metrics"]
+    assert a["test/acc"] > 0.9
+    assert abs(a["test/acc"] - b["test/acc"]) <= 0.005
+    # Rank 0 alone writes checkpoints and event files.
+    assert sorted(p.name for p in (ddp / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert len(list((ddp / "tensorboard").glob("events.out.tfevents.*"))) >= 1
+    assert r2.stdout.count("== mlplab run summary ==") == 1
+
+
+def test_ddp_inside_a_basic_multirun_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    r = _run(["-m", "data=synthetic", "trainer=ddp", "trainer.accelerator=cpu", "seed=1,2",
+              f"hydra.sweep.dir={tmp_path / 'sweep'}", "callbacks.progress_bar.refresh_rate=0"])
+    assert r.returncode != 0
+    assert "trainer.strategy='ddp'" in r.stderr and "11300" in r.stderr
