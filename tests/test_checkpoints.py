@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 N_FEATURES, N_CLASSES = 20, 3
 
 
-def write_checkpoint(path: Path, hidden: list[int] = [16], weights_hidden: list[int] | None = None) -> Path:
+def write_checkpoint(path: Path, hidden: tuple[int, ...] = (16,), weights_hidden: tuple[int, ...] | None = None) -> Path:
     """An mlplab checkpoint; `weights_hidden` stores weights of another architecture than
     the hyperparameters describe."""
-    hp = {"in_features": N_FEATURES, "n_classes": N_CLASSES, "hidden_sizes": hidden, "activation": "relu",
+    hp = {"in_features": N_FEATURES, "n_classes": N_CLASSES, "hidden_sizes": list(hidden), "activation": "relu",
           "dropout": 0.0, "loss": "cross_entropy", "optimizer": None, "scheduler": None}
-    weights = Classifier(**{**hp, "hidden_sizes": weights_hidden or hidden}).state_dict()
+    weights = Classifier(**{**hp, "hidden_sizes": list(weights_hidden or hidden)}).state_dict()
     data = {"_target_": "mlplab.data.synthetic.SyntheticDataModule", "n_samples": 600, "n_features": N_FEATURES,
             "n_classes": N_CLASSES, "kind": "clusters", "separability": 0.5, "val_size": 100, "test_size": 100,
             "batch_size": 64, "eval_batch_size": None, "seed": 0}
@@ -66,6 +66,7 @@ def test_good_checkpoint_rebuilds_the_same_model(good: Path) -> None:
     assert not loaded.model.training and loaded.class_names == ["0", "1", "2"]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("how", ["torch.save", "pickle protocol 2", "pickle default", "Path.touch"])
 def test_malicious_pickle_is_refused_and_never_executed(tmp_path: Path, how: str) -> None:
     marker = tmp_path / "MARKER"
@@ -114,7 +115,7 @@ def test_truncated_checkpoint(good: Path, tmp_path: Path) -> None:
 
 
 def test_other_architecture(tmp_path: Path) -> None:
-    path = write_checkpoint(tmp_path / "arch.ckpt", hidden=[16], weights_hidden=[32])
+    path = write_checkpoint(tmp_path / "arch.ckpt", hidden=(16,), weights_hidden=(32,))
     _assert_refused(path, r"weights do not match its architecture \(hidden_sizes=\[16\].*\): "
                           r"net\.net\.0\.weight is \[32, 20\] in the file, \[16, 20\] in the model")
 
@@ -151,10 +152,10 @@ def test_eval_cli_refuses_bad_checkpoint_with_one_line(tmp_path: Path, good: Pat
         torch.save({"state_dict": _Touch(marker)}, path)
         expected = "refused"
     elif case == "truncated":
-        path.write_bytes(good.read_bytes()[:5000])
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
         expected = "truncated or corrupted"
     elif case == "architecture":
-        write_checkpoint(path, hidden=[16], weights_hidden=[8, 8])
+        write_checkpoint(path, hidden=(16,), weights_hidden=(8, 8))
         expected = "weights do not match its architecture"
     else:
         path = good

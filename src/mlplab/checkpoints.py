@@ -15,6 +15,7 @@ import inspect
 import pickle
 import pickletools
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,16 @@ def _refused(path: Path, err: BaseException, head: bytes) -> CheckpointError:
             f"{path}: refused: loading it would import {names[0]}, which a checkpoint of "
             "tensors and plain settings never needs (nothing in it was executed)"
         )
-    return CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(str(err).split(':')[-1]) or 'unreadable pickle'})")
+    if head.startswith(ZIP_MAGIC):
+        return CheckpointError(f"{path}: corrupted checkpoint (its pickled data cannot be read)")
+    return _not_torch(path, head)
+
+
+def _not_torch(path: Path, head: bytes) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: not a PyTorch checkpoint (expected the zip archive Lightning writes; "
+        f"the file starts with {head[:4]!r})"
+    )
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -105,15 +115,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not head:
         raise CheckpointError(f"{p}: empty file, not a checkpoint")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A foreign pickle protocol makes torch warn before it refuses; one line is enough.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise _refused(p, e, head) from None
     except Exception as e:  # noqa: BLE001 - torch reports bad archives with many types
         if not head.startswith(ZIP_MAGIC):
-            raise CheckpointError(
-                f"{p}: not a PyTorch checkpoint (expected the zip archive Lightning writes; "
-                f"the file starts with {head[:4]!r})"
-            ) from None
+            raise _not_torch(p, head) from None
         if "central directory" in str(e):
             raise CheckpointError(
                 f"{p}: truncated or corrupted (the zip archive has no central directory; "

@@ -217,7 +217,7 @@ def load_curves(runs: Sequence[Path], metrics: Sequence[str],
     out: dict[str, list[Curve]] = {}
     for metric in metrics:
         curves = []
-        for run, name, tags in zip(runs, names, scalars):
+        for run, name, tags in zip(runs, names, scalars, strict=True):
             points = tags.get(metric)
             if points:
                 curves.append(Curve(run, name, metric, epoch_axis(points), [p.value for p in points]))
@@ -264,7 +264,7 @@ def plot(curves: dict[str, list[Curve]], out: str | os.PathLike[str], *, x_label
     fig = Figure(figsize=(5.2 * len(panels) + 1.8, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (metric, cs) in zip(axes, panels):
+    for ax, (metric, cs) in zip(axes, panels, strict=True):
         for c in cs:
             few = len(c.x) <= 30
             ax.plot(c.x, c.values, styles[c.label], color=colours[c.label], label=c.label,
@@ -274,11 +274,12 @@ def plot(curves: dict[str, list[Curve]], out: str | os.PathLike[str], *, x_label
         if x_label == "epoch":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if log_y and all(v > 0 for c in cs for v in c.values):
+        # Losses span decades between optimizers; accuracies sit in [0, 1] and stay linear.
+        if log_y and metric_mode(metric) == "min" and all(v > 0 for c in cs for v in c.values):
             ax.set_yscale("log")
     seen: dict[str, Any] = {}
     for ax in axes:  # a run missing from the first panel still gets its legend entry
-        for handle, name in zip(*ax.get_legend_handles_labels()):
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(name, handle)
     if len(seen) > 1:  # one run needs no legend: the title says what it is
         fig.legend([seen[n] for n in labels if n in seen], [n for n in labels if n in seen],
@@ -311,7 +312,7 @@ def table(curves: dict[str, list[Curve]], patience: int | None = None,
         for c in cs:
             rows.append((c.label, metric, str(len(c.values)), _fmt(c.last), _fmt(c.best())))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     if patience is not None and patience_metric in curves:
         lines.append("")
         for c in curves[patience_metric]:
@@ -339,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--label", action="append", dest="labels",
                         help="one per run, in the order the runs are listed (default: the "
                              "overrides that differ between them)")
-    parser.add_argument("--log-y", action="store_true", help="logarithmic y axis")
+    parser.add_argument("--log-y", action="store_true", help="logarithmic y axis for loss panels")
     parser.add_argument("--title")
     parser.add_argument("--patience", type=int,
                         help="also report where early stopping with this patience would stop")

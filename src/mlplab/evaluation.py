@@ -42,7 +42,7 @@ class Evaluation:
             "n": self.n,
             "loss": self.loss,
             "accuracy": self.accuracy,
-            "per_class_accuracy": dict(zip(self.class_names, self.per_class)),
+            "per_class_accuracy": dict(zip(self.class_names, self.per_class, strict=True)),
             "confusion_matrix": self.confusion.tolist(),
             "class_names": self.class_names,
         }
@@ -103,12 +103,12 @@ def format_evaluation(ev: Evaluation) -> str:
         "per-class accuracy:",
     ]
     totals = ev.confusion.sum(1)
-    lines += [f"{label(i, name)}  {acc:.4f}  (n={totals[i]})" for i, (name, acc) in enumerate(zip(names, ev.per_class))]
+    lines += [f"{label(i, name)}  {acc:.4f}  (n={totals[i]})" for i, (name, acc) in enumerate(zip(names, ev.per_class, strict=True))]
     cell = max(5, len(str(ev.confusion.max())) + 1)
     lines += ["", "confusion matrix (rows: true class, columns: predicted class index):",
               " " * len(label(0, names[0])) + "".join(f"{j:>{cell}}" for j in range(len(names)))]
     lines += [label(i, name) + "".join(f"{v:>{cell}}" for v in row)
-              for i, (name, row) in enumerate(zip(names, ev.confusion))]
+              for i, (name, row) in enumerate(zip(names, ev.confusion, strict=True))]
     return "\n".join(lines)
 
 

@@ -103,7 +103,7 @@ def test_two_real_runs_read_back_as_logged_and_plot_to_a_png(make_cfg, tmp_path:
                         f"optimizer.lr={lr}"], run_dir=tmp_path / name))
     runs = [tmp_path / "slow", tmp_path / "fast"]
     loaded = curves.load_curves(runs, ["val/loss", "val/acc"], labels=["slow", "fast"])
-    for run, c_loss, c_acc in zip(runs, loaded["val/loss"], loaded["val/acc"]):
+    for run, c_loss, c_acc in zip(runs, loaded["val/loss"], loaded["val/acc"], strict=True):
         rows = [r for r in csv.DictReader((run / "csv" / "metrics.csv").open()) if r.get("val/loss")]
         assert [float(r["val/loss"]) for r in rows] == pytest.approx(c_loss.values, rel=1e-6)
         assert [float(r["val/acc"]) for r in rows] == pytest.approx(c_acc.values, rel=1e-6)

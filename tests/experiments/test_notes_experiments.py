@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import have_data
 from lightning.pytorch.callbacks import EarlyStopping
 from notes_support import TINY, notes_names
 from torch import nn
 
+from conftest import have_data
 from mlplab.training import build, train
 
 Built = dict[str, Any]

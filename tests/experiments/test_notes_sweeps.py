@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import DATA, have_data
 from notes_support import ROOT, TINY, notes_names, sweep_jobs
 from omegaconf import DictConfig
 
+from conftest import DATA, have_data
 from mlplab.training import train
 
 
@@ -65,7 +65,7 @@ def test_regulariser_options_set_exactly_one_regulariser(make_cfg, tmp_path: Pat
         "l2": (0.0, 0.0, 1e-3, None),
         "l1": (0.0, 1e-5, 0.0, None),
         "dropout": (0.5, 0.0, 0.0, None),
-        "max_norm": (0.0, 0.0, 0.0, 3.0),
+        "max_norm": (0.0, 0.0, 0.0, 0.5),
     }
     assert {p.stem for p in (ROOT / "conf" / "regularizer").glob("*.yaml")} == set(expected)
     for option, values in expected.items():

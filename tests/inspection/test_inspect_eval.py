@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import inspection_support as support
 import pytest
 
 from conftest import DATA
-from inspection_support import mnist_run, script  # noqa: F401 - fixtures
+
+# Session fixtures shared by the inspection tests (the runs train once per session).
+mnist_run = support.mnist_run
+script = support.script
 
 
 def test_eval_reproduces_training_test_accuracy(mnist_run: Path, script, tmp_path: Path) -> None:

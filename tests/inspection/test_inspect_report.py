@@ -6,11 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import inspection_support as support
 from PIL import Image
 
-from inspection_support import ROOT, mnist_run, synthetic_run  # noqa: F401 - fixtures
 from mlplab.inspect.events import epoch_curves, event_files, read_scalars
 from mlplab.inspect.report import write_report
+
+# Session fixtures shared by the inspection tests (the runs train once per session).
+mnist_run = support.mnist_run
+synthetic_run = support.synthetic_run
+ROOT = support.ROOT
 
 PNGS = ("curves.png", "confusion_matrix.png", "misclassified.png")
 

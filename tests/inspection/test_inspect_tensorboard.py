@@ -3,12 +3,17 @@ write during training."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import inspection_support as support
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from inspection_support import mnist_run, synthetic_run  # noqa: F401 - fixtures
 from mlplab.inspect.events import event_files
+
+# Session fixtures shared by the inspection tests (the runs train once per session).
+mnist_run = support.mnist_run
+synthetic_run = support.synthetic_run
 
 
 def _tags(run_dir: Path) -> dict[str, set[str] | bool]:
@@ -23,7 +28,8 @@ def _tags(run_dir: Path) -> dict[str, set[str] | bool]:
         for tag in tags["images"]:
             assert all(img.width > 300 and img.height > 200 for img in acc.Images(tag))
         if "val/confusion_matrix" in tags["images"]:
-            assert len(acc.Images("val/confusion_matrix")) == 2  # one per epoch
+            epochs = json.loads((run_dir / "summary.json").read_text())["epochs"]
+            assert len(acc.Images("val/confusion_matrix")) == epochs  # one per epoch
     return found
 
 

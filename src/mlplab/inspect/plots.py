@@ -34,7 +34,7 @@ def save_png(fig: Figure, path: Path, dpi: int = 110) -> Path:
 
 def _plot(ax, series: Series, label: str, color: str, style: str = "-") -> None:
     if series:
-        x, y = zip(*series)
+        x, y = zip(*series, strict=True)
         ax.plot(x, y, style, color=color, label=label, marker="o", markersize=3.5, linewidth=1.6)
 
 
@@ -63,7 +63,7 @@ def curves_figure(
         if metric == "acc":
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
         if ax.has_data():
-            ax.legend(loc="upper right" if metric == "loss" else "lower right", fontsize=8.5)
+            ax.legend(loc="best", fontsize=8.5)
         else:
             ax.text(0.5, 0.5, f"no {name} logged", ha="center", va="center", transform=ax.transAxes, color="gray")
     if title or subtitle:
@@ -72,23 +72,28 @@ def curves_figure(
 
 
 def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "") -> Figure:
-    """Counts in each cell, colour by the share of the true class (rows), so a small class's
-    confusions are as visible as a large one's."""
+    """Counts in each cell. Correct predictions (the diagonal) are shaded blue by the share
+    of their true class, errors red on their own scale: with one scale for both, a good
+    model's errors would all be white."""
     n = len(class_names)
     rows = cm.sum(1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
-    side = max(5.5, min(14.0, 0.6 * n + 2.5))
-    fig = Figure(figsize=(side + 1.0, side), layout="constrained")
+    diag = np.eye(n, dtype=bool)
+    worst = max(float(share[~diag].max()) if n > 1 else 0.0, 1e-9)
+    side = max(4.5, min(12.0, 0.5 * n + 2.0))
+    fig = Figure(figsize=(side + 1.6, side), layout="constrained")
     ax = fig.subplots()
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    cbar = fig.colorbar(im, ax=ax, shrink=0.8, format=PercentFormatter(1.0, decimals=0))
-    cbar.set_label("share of the true class")
+    ax.imshow(np.ma.masked_where(~diag, share), cmap="Blues", vmin=0, vmax=1)
+    errors = ax.imshow(np.ma.masked_where(diag | (cm == 0), share), cmap="Reds", vmin=0, vmax=worst)
+    cbar = fig.colorbar(errors, ax=ax, shrink=0.75, format=PercentFormatter(1.0, decimals=1))
+    cbar.set_label("errors: share of the true class")
     if n <= 25:
         for i in range(n):
             for j in range(n):
                 if cm[i, j]:
+                    dark = share[i, j] > 0.5 if i == j else share[i, j] > 0.6 * worst
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8 if n <= 12 else 6,
-                            color="white" if share[i, j] > 0.5 else "black")
+                            color="white" if dark else "black")
     ticks = range(n)
     long_names = max(len(c) for c in class_names) > 3
     ax.set_xticks(ticks, class_names, rotation=45 if long_names else 0, ha="right" if long_names else "center",

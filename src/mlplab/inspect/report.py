@@ -7,8 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mlplab.inspect.events import ReportError, epoch_curves, event_files, read_scalars
 from mlplab.inspect.plots import (
     confusion_figure,
@@ -37,24 +35,67 @@ def _run_name(run_dir: Path) -> str:
     return "/".join(run_dir.resolve().parts[-2:])
 
 
+def _config(run_dir: Path) -> dict[str, Any]:
+    """The run's saved config, unresolved (only literal values are used)."""
+    try:
+        import yaml
+
+        cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+        return cfg if isinstance(cfg, dict) else {}
+    except Exception:  # noqa: BLE001 - a run dir copied without .hydra still gets its curves
+        return {}
+
+
+def _describe(cfg: dict[str, Any]) -> str:
+    """e.g. "MNIST, MLP [256, 128] relu, Adam lr=0.001"."""
+    def target(node: Any) -> str:
+        return str(node.get("_target_", "")).rsplit(".", 1)[-1] if isinstance(node, dict) else ""
+
+    parts = []
+    if data := target(cfg.get("data")).removesuffix("DataModule"):
+        parts.append(data)
+    model = cfg.get("model") or {}
+    if "hidden_sizes" in model:
+        parts.append(f"MLP {model['hidden_sizes']} {model.get('activation', '')}".strip())
+    opt = cfg.get("optimizer") or {}
+    if name := target(opt):
+        parts.append(f"{name} lr={opt['lr']}" if "lr" in opt else name)
+    return ", ".join(str(p) for p in parts)
+
+
 def _best_checkpoint(run_dir: Path, summary: dict[str, Any]) -> Path | None:
+    # The run dir's own first: a copied or moved run's summary still names the old place.
     given = summary.get("best_checkpoint")
-    for path in (Path(given) if given else None, run_dir / "checkpoints" / "best.ckpt"):
+    for path in (run_dir / "checkpoints" / "best.ckpt", Path(given) if given else None):
         if path is not None and path.is_file():
             return path
     return None
 
 
-def _curves_subtitle(summary: dict[str, Any]) -> str:
+def _curves_subtitle(summary: dict[str, Any], stopped: bool) -> str:
     m = summary.get("metrics") or {}
     parts = []
     if summary.get("epochs") is not None:
-        parts.append(f"{summary['epochs']} epochs" + (" (stopped early)" if summary.get("stopped_early") else ""))
+        parts.append(f"{summary['epochs']} epochs" + (" (stopped early)" if stopped else ""))
     if m.get("val/acc_best") is not None:
         parts.append(f"best val acc {m['val/acc_best']:.2%}")
     if m.get("test/acc") is not None:
         parts.append(f"test acc {m['test/acc']:.2%} (best checkpoint)")
     return ", ".join(parts)
+
+
+def _stopped_early(run_dir: Path, summary: dict[str, Any]) -> bool:
+    """summary.json's flag, or a completed run that ended before trainer.max_epochs (the
+    flag is lost when testing the best checkpoint restores EarlyStopping's state from it)."""
+    if summary.get("stopped_early"):
+        return True
+    if summary.get("status") != "completed" or not isinstance(summary.get("epochs"), int):
+        return False
+    try:
+        max_epochs = _config(run_dir)["trainer"]["max_epochs"]
+    except (KeyError, TypeError):  # without the config there is nothing to compare with
+        return False
+    return isinstance(max_epochs, int) and 0 < summary["epochs"] < max_epochs
 
 
 def write_curves(run_dir: Path, summary: dict[str, Any]) -> Path:
@@ -66,8 +107,11 @@ def write_curves(run_dir: Path, summary: dict[str, Any]) -> Path:
         )
     curves = epoch_curves(read_scalars(files))
     epochs = [e for tag in curves.values() for e, _ in tag]
-    stop = max(epochs) if summary.get("stopped_early") and epochs else None
-    fig = curves_figure(curves, summary.get("best_epoch"), stop, f"run {_run_name(run_dir)}", _curves_subtitle(summary))
+    stopped = _stopped_early(run_dir, summary)
+    stop = max(epochs) if stopped and epochs else None
+    desc = _describe(_config(run_dir))
+    title = f"run {_run_name(run_dir)}" + (f": {desc}" if desc else "")
+    fig = curves_figure(curves, summary.get("best_epoch"), stop, title, _curves_subtitle(summary, stopped))
     return save_png(fig, run_dir / "curves.png")
 
 
