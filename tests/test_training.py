@@ -106,3 +106,13 @@ def test_tensorboard_has_every_metric_and_the_penalties_separately(make_cfg, tmp
     assert len(acc.Scalars("train/loss")) == 2  # once per epoch, not per step
     l1 = acc.Scalars("train/l1")[-1].value
     assert 0 < l1 < acc.Scalars("train/loss")[-1].value
+
+
+def test_early_stopping_is_reported_and_the_report_is_written(make_cfg, tmp_path: Path) -> None:
+    # min_delta 10 makes every epoch "no improvement": stops after 1 + patience epochs.
+    train(make_cfg([*SYNTH, "trainer.max_epochs=10", "callbacks.early_stopping.patience=1",
+                    "callbacks.early_stopping.min_delta=10"]))
+    s = _summary(tmp_path / "run")
+    assert s["stopped_early"] is True and s["epochs"] == 2
+    assert (tmp_path / "run" / "curves.png").is_file()
+    assert (tmp_path / "run" / "confusion_matrix.png").is_file()

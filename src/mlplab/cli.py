@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from mlplab.callbacks.guards import NonFiniteLossError
+    from mlplab.checkpoints import CheckpointError
     from mlplab.config import ConfigError
     from mlplab.data.sources import DataError
 
-    return ConfigError, DataError, NonFiniteLossError
+    return CheckpointError, ConfigError, DataError, NonFiniteLossError
 
 
 def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:

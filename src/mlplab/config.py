@@ -49,7 +49,7 @@ def check_signature(path: str, node: Mapping[str, Any], extra: tuple[str, ...] =
     try:
         fn = get_method(target)
     except Exception as err:  # hydra wraps import errors in several types
-        raise ConfigError(f"{path}._target_={target!r}: cannot be imported ({type(err).__name__})")
+        raise ConfigError(f"{path}._target_={target!r}: cannot be imported ({type(err).__name__})") from None
     params = inspect.signature(fn).parameters
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
     for key, value in node.items():

@@ -14,7 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.callbacks.guards import NonFiniteLossError
@@ -134,16 +134,19 @@ def train(cfg: DictConfig) -> float | None:
     if ckpt is not None and ckpt.best_model_score is not None:
         metrics[f"best/{ckpt.monitor}"] = float(ckpt.best_model_score)
     best_epoch = _best_epoch(best_path)
+    # Before testing: trainer.test(ckpt_path=best) restores the callbacks' state saved in that
+    # checkpoint, which resets EarlyStopping.stopped_epoch.
+    early = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+    stopped_early = bool(early is not None and early.stopped_epoch > 0)
     if cfg.get("test") and (status == "completed" or best_path):
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
 
-    early = next((c for c in trainer.callbacks if type(c).__name__ == "EarlyStopping"), None)
     summary = {
         "status": status,
         "error": error,
         "epochs": trainer.current_epoch,
-        "stopped_early": bool(early is not None and early.stopped_epoch > 0),
+        "stopped_early": stopped_early,
         "best_epoch": best_epoch,
         "metrics": metrics,
         "best_checkpoint": best_path,
@@ -154,6 +157,8 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         _log_hparams(trainer, cfg, metrics)
         _write_json(run_dir / "summary.json", summary)
+        if cfg.get("report", True):
+            _write_report(run_dir)
         _print_summary(summary, cfg)
     if status != "completed":
         raise NonFiniteLossError(error)
@@ -201,6 +206,17 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float |
         writer.add_summary(start)
         writer.add_summary(end)
         logger.finalize("success")
+
+
+def _write_report(run_dir: Path) -> None:
+    """PNG report of the run; a plotting problem must never fail a finished run."""
+    from mlplab.inspect.report import write_report
+
+    try:
+        for path in write_report(run_dir):
+            log.info("wrote %s", path)
+    except Exception as err:  # noqa: BLE001
+        log.warning("report not written: %s", err)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ def test_per_layer_activations_and_dropout_in_order() -> None:
 def test_notes_network_has_bias_only_on_output() -> None:
     net = MLP(20, 3, hidden_sizes=[13, 8], activation=["relu", "sigmoid"], bias=False)
     linears = net.linears()
-    assert [l.bias is None for l in linears] == [True, True, False]
+    assert [layer.bias is None for layer in linears] == [True, True, False]
     assert sum(p.numel() for p in net.parameters()) == 20 * 13 + 13 * 8 + 8 * 3 + 3
 
 
