@@ -138,3 +138,22 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_mnist_run(tmp_path:
     a, b = summary(full), summary(killed)
     assert a["epochs"] == b["epochs"] == 3
     assert abs(a["metrics"]["test/acc"] - b["metrics"]["test/acc"]) <= 0.003
+
+
+@pytest.mark.parametrize("kind", ["missing", "garbage", "other_architecture"])
+def test_bad_resume_checkpoint_is_refused_in_one_line(tmp_path: Path, kind: str) -> None:
+    ckpt = tmp_path / "x.ckpt"
+    if kind == "garbage":
+        ckpt.write_bytes(b"not a checkpoint at all" * 10)
+    elif kind == "other_architecture":
+        src = tmp_path / "src"
+        assert run([*SYNTH, "trainer.max_epochs=1", f"hydra.run.dir={src}"]).returncode == 0
+        ckpt = src / "checkpoints" / "last.ckpt"
+    out = tmp_path / "run"
+    r = run([*SYNTH, "model.hidden_sizes=[48]", f"ckpt_path={ckpt}", f"hydra.run.dir={out}"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(ckpt) in last
+    if kind == "other_architecture":
+        assert "another network" in last
+    assert not (out / "summary.json").exists()

@@ -94,6 +94,25 @@ def _route_lightning_logs() -> None:
         logging.getLogger(name).propagate = True
 
 
+def _check_resumable(path: str, model: L.LightningModule) -> None:
+    """Refuse a checkpoint that is not one, or is for another network, with one line before
+    Lightning would fail with a traceback (or unpickle anything: `read_checkpoint` is
+    `weights_only`)."""
+    from mlplab.checkpoints import CheckpointError, read_checkpoint
+
+    state = read_checkpoint(path)["state_dict"]
+    ours = model.state_dict()
+    for key, tensor in ours.items():
+        theirs = state.get(key)
+        if theirs is None or tuple(theirs.shape) != tuple(tensor.shape):
+            found = "missing" if theirs is None else list(theirs.shape)
+            raise CheckpointError(
+                f"ckpt_path={path}: a checkpoint of another network ({key}: {found} in the file, "
+                f"{list(tensor.shape)} in this config); resume with the config it was trained with "
+                "(resume=RUN_DIR does that)"
+            )
+
+
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
     return trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
 
@@ -116,6 +135,8 @@ def train(cfg: DictConfig) -> float | None:
         torch.set_num_threads(threads)
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    if cfg.get("ckpt_path"):
+        _check_resumable(cfg.ckpt_path, model)
 
     started = time.time()
     status, error = "completed", None
