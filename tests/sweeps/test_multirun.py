@@ -110,7 +110,7 @@ def test_tensorboard_hparams_tab_finds_every_run_with_its_metrics(grid_sweep: tu
 
 
 def test_failing_jobs_are_isolated_listed_and_the_sweep_exits_0(tmp_path: Path) -> None:
-    # lr=1e6 diverges (non-finite loss); a missing checkpoint raises inside fit.
+    # lr=1e6 diverges (non-finite loss); a missing checkpoint is refused before fitting.
     sweep = tmp_path / "sweep"
     proc = multirun(sweep, "optimizer=sgd", "optimizer.lr=0.05,1e6", "ckpt_path=null,/nonexistent/x.ckpt")
     assert proc.returncode == 0, explain(proc)
@@ -122,9 +122,9 @@ def test_failing_jobs_are_isolated_listed_and_the_sweep_exits_0(tmp_path: Path) 
     for lr in ("0.05", "1000000.0"):
         row = rows[f"optimizer.lr={lr} ckpt_path=/nonexistent/x.ckpt"]
         assert row["status"] == "failed" and row["rank"] == ""
-        assert row["error"].startswith("FileNotFoundError: ")
+        assert row["error"] == "CheckpointError: /nonexistent/x.ckpt: no such file"
     assert next(iter(rows.values())) is ok  # failures sort last
-    assert "failed: FileNotFoundError" in (sweep / "leaderboard.md").read_text()
+    assert "failed: CheckpointError" in (sweep / "leaderboard.md").read_text()
 
 
 def test_a_sweep_where_every_job_fails_exits_non_zero_with_its_report(tmp_path: Path) -> None:
