@@ -80,8 +80,8 @@ class Classifier(L.LightningModule):
         self._weights = weight_matrices(self.net)
 
         # Training metrics are running sums on the device (loss·n, correct, n, l1, l2), logged
-        # once per epoch: a per-step `self.log` was measured to cost 30-55% of an epoch for
-        # models this small, and torchmetrics' per-step update another ~25%. Validation and
+        # once per epoch: a per-step `self.log` or metric update is Python work and a possible
+        # device sync on every step of a model this small. Validation and
         # test use torchmetrics, where the cost is small and its DDP sync is wanted.
         self.register_buffer("_train_sums", torch.zeros(5), persistent=False)
         self.val_loss = MeanMetric()
