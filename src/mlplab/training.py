@@ -129,7 +129,7 @@ def train(cfg: DictConfig) -> float | None:
     validate(cfg, multirun=relaunching)
     _route_lightning_logs()
     _skip_failing_nvml_probe()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(hc.runtime.output_dir)
     threads = job_threads(cfg)
     if threads:
         torch.set_num_threads(threads)
