@@ -114,7 +114,7 @@ def test_sigint_finishes_the_step_saves_last_and_exits_nonzero(tmp_path: Path) -
 
 @pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_mnist_run(tmp_path: Path) -> None:
-    args = [*QUIET, "trainer.max_epochs=3", "trainer.limit_train_batches=150", "model.dropout=0.0",
+    args = [*QUIET, "trainer.max_epochs=3", "trainer.limit_train_batches=19", "model.dropout=0.0",
             "callbacks.early_stopping.patience=10", "deterministic=true"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert run([*args, f"hydra.run.dir={full}"]).returncode == 0

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import DATA, ROOT, have_data
 
-COMMON = ["trainer.max_epochs=1", "trainer.limit_train_batches=120", "model.dropout=0.0",
+COMMON = ["trainer.max_epochs=1", "trainer.limit_train_batches=15", "model.dropout=0.0",
           "callbacks.progress_bar.refresh_rate=0", "trainer.accelerator=cpu", "seed=3"]
 
 

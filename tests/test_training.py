@@ -85,7 +85,7 @@ def test_non_finite_loss_stops_at_once_and_keeps_best_checkpoint(make_cfg, tmp_p
 
 @pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
 def test_mnist_few_batches_learns_well_above_chance(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(["trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=60",
+    cfg = make_cfg(["trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=8",
                     "callbacks.progress_bar.refresh_rate=0"])
     train(cfg)
     s = _summary(tmp_path / "run")

@@ -1,8 +1,8 @@
 """`python -m mlplab.bench`: steady-state epoch time of three ways to train the same MLP.
 
 a. `plain`: a hand-written PyTorch loop over in-memory tensors (the floor);
-b. `mlplab`: the training path exactly as `src/train.py` builds it (TensorBoard logger,
-   checkpointing, early stopping, progress bar, validation every epoch);
+b. `mlplab`: `train()`, exactly as `src/train.py` runs it (TensorBoard logger and figures,
+   checkpointing, early stopping, progress bar, validation every epoch), timed by a callback;
 c. `torchvision`: a per-sample `torchvision.datasets.MNIST` + transforms + `DataLoader`
    pipeline in Lightning, the common way (e.g. lightning-hydra-template's).
 
@@ -102,10 +102,13 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timer() -> Any:
+def _timer(path: str | None = None) -> Any:
     import lightning as L
 
     class EpochTimer(L.Callback):
+        """Epoch times from the first training batch to the end of validation; with `path`,
+        also written there as JSON after every epoch (for a run inside `train()`)."""
+
         def __init__(self) -> None:
             self.times: list[float] = []
 
@@ -114,19 +117,27 @@ def _timer() -> Any:
             self._start = time.perf_counter()
 
         def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            if not trainer.sanity_checking:
-                _sync(pl_module.device)
-                self.times.append(time.perf_counter() - self._start)
+            if trainer.sanity_checking:
+                return
+            _sync(pl_module.device)
+            self.times.append(time.perf_counter() - self._start)
+            if path:
+                Path(path).write_text(json.dumps(self.times))
 
     return EpochTimer()
 
 
-def _mlplab(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path) -> list[float]:
+def epoch_timer(path: str) -> Any:
+    """`+callbacks.bench_timer={_target_: mlplab.bench.epoch_timer, path: …}`."""
+    return _timer(path)
+
+
+def _mlplab(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path, extra: list[str]) -> list[float]:
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from mlplab.training import build
+    from mlplab.training import train
 
     overrides = [
         f"paths.data_dir={data_dir}",
@@ -139,18 +150,19 @@ def _mlplab(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path)
         f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
         "trainer.devices=1",
         f"callbacks.early_stopping.patience={epochs + 1}",  # on, but must not end the timing early
+        *extra,
     ]
+    times_file = out / "epoch_times.json"
+    # Timed inside train() itself: the same validation, objects and run as src/train.py.
+    overrides.append(f"+callbacks.bench_timer={{_target_:mlplab.bench.epoch_timer,path:'{times_file}'}}")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(out)
         cfg.hydra.job.name = "bench"
     HydraConfig.instance().set_config(cfg)
-    datamodule, model, trainer = build(cfg)
-    timer = _timer()
-    trainer.callbacks.append(timer)
-    trainer.fit(model, datamodule=datamodule)
-    return timer.times
+    train(cfg)
+    return json.loads(times_file.read_text())
 
 
 def _torchvision(batch_size: int, epochs: int, data_dir: str, device: Any) -> list[float]:
@@ -179,16 +191,20 @@ def _torchvision(batch_size: int, epochs: int, data_dir: str, device: Any) -> li
     return timer.times
 
 
-def run_one(variant: str, batch_size: int, epochs: int, data_dir: str, device_name: str) -> dict[str, Any]:
+def run_one(variant: str, batch_size: int, epochs: int, data_dir: str, device_name: str,
+            extra: list[str]) -> dict[str, Any]:
     """One (variant, batch size) measurement in this process."""
     import torch
 
+    from mlplab.training import skip_failing_nvml_probe
+
     device = _device(device_name)
+    skip_failing_nvml_probe()  # importing lightning turns the probe on for every variant
     with tempfile.TemporaryDirectory() as tmp:
         if variant == "plain":
             times = _plain(batch_size, epochs, data_dir, device)
         elif variant == "mlplab":
-            times = _mlplab(batch_size, epochs, data_dir, device, Path(tmp))
+            times = _mlplab(batch_size, epochs, data_dir, device, Path(tmp), extra)
         else:
             times = _torchvision(batch_size, epochs, data_dir, device)
     steady = times[1:]
@@ -238,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--data-dir", default=os.environ.get("MLPLAB_DATA_DIR", "data"))
     parser.add_argument("--out", default="outputs/bench/bench.json")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Hydra override for the mlplab variant, e.g. --set data.batches_per_call=1")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args(argv)
     try:
@@ -254,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     _device(args.device)  # fail before any work if the device is unavailable
 
     if args.one:
-        result = run_one(variants[0], sizes[0], args.epochs, args.data_dir, args.device)
+        result = run_one(variants[0], sizes[0], args.epochs, args.data_dir, args.device, args.set)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -270,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in variants:
             cmd = [sys.executable, "-m", "mlplab.bench", "--one", "--variants", variant,
                    "--batch-sizes", str(bs), "--epochs", str(args.epochs), "--device", args.device,
-                   "--data-dir", args.data_dir]
+                   "--data-dir", args.data_dir, *(f"--set={o}" for o in args.set)]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:

@@ -102,12 +102,16 @@ def _check_model(m: Mapping[str, Any]) -> None:
             _fail(f"model.{key}", m.get(key), "expected a number ≥ 0")
     if m.get("max_norm") is not None and not (_is_number(m["max_norm"]) and m["max_norm"] > 0):
         _fail("model.max_norm", m["max_norm"], "expected null or a number > 0")
+    if m.get("gradient_clip_val") is not None and not (_is_number(m["gradient_clip_val"]) and m["gradient_clip_val"] > 0):
+        _fail("model.gradient_clip_val", m["gradient_clip_val"], "expected null or a number > 0")
+    if m.get("gradient_clip_algorithm", "norm") not in ("norm", "value"):
+        _fail("model.gradient_clip_algorithm", m.get("gradient_clip_algorithm"), "expected norm or value")
     if m.get("init") == "normal" and not (_is_number(m.get("init_std")) and m["init_std"] > 0):
         _fail("model.init_std", m.get("init_std"), "expected a number > 0")
 
 
 def _check_data(d: Mapping[str, Any]) -> None:
-    for key in ("batch_size", "val_size"):
+    for key in ("batch_size", "val_size", "batches_per_call"):
         if not (isinstance(d.get(key), int) and d[key] > 0):
             _fail(f"data.{key}", d.get(key), "expected an integer > 0")
     if d.get("eval_batch_size") is not None and not (
@@ -131,8 +135,24 @@ def _check_data(d: Mapping[str, Any]) -> None:
             _fail("data.val_size", d["val_size"], f"must be smaller than the {IMAGE_TRAIN_SIZE}-image training set")
         if not (_is_number(d.get("std", 1)) and d.get("std", 1) > 0):
             _fail("data.std", d.get("std"), "expected a number > 0")
-        if not (isinstance(d.get("max_shift", 0), int) and 0 <= d.get("max_shift", 0) <= 8):
-            _fail("data.max_shift", d.get("max_shift"), "expected an integer in [0, 8]")
+        _check_augment(d.get("augment") or {})
+
+
+def _check_augment(a: Mapping[str, Any]) -> None:
+    if not isinstance(a, (Mapping, DictConfig)):
+        _fail("data.augment", a, "expected a mapping of augmentation settings, e.g. {shift: 2}")
+    check_signature("data.augment", {"_target_": "mlplab.data.augment.Augment", **a})
+    if not (isinstance(a.get("shift", 0), int) and 0 <= a.get("shift", 0) <= 8):
+        _fail("data.augment.shift", a.get("shift"), "expected an integer in [0, 8]")
+    for key, high in (("rotate", 180), ("shear", 60)):
+        if not 0 <= a.get(key, 0) <= high:
+            _fail(f"data.augment.{key}", a.get(key), f"expected degrees in [0, {high}]")
+    if not 0 <= a.get("scale", 0) < 1:
+        _fail("data.augment.scale", a.get("scale"), "expected a value in [0, 1)")
+    if a.get("elastic_alpha", 0) < 0:
+        _fail("data.augment.elastic_alpha", a.get("elastic_alpha"), "expected a number ≥ 0 (pixels)")
+    if a.get("elastic_sigma", 4.0) <= 0:
+        _fail("data.augment.elastic_sigma", a.get("elastic_sigma"), "expected a number > 0 (pixels)")
 
 
 def _check_optimizer(o: Mapping[str, Any]) -> None:
@@ -141,6 +161,17 @@ def _check_optimizer(o: Mapping[str, Any]) -> None:
     for key in ("weight_decay", "momentum"):
         if key in o and not (_is_number(o[key]) and o[key] >= 0):
             _fail(f"optimizer.{key}", o[key], "expected a number ≥ 0")
+
+
+def _check_trainer(t: Mapping[str, Any]) -> None:
+    # Classifier steps its optimizer itself (several batches per Lightning call), where
+    # Lightning's own clipping and accumulation do not apply.
+    if t.get("gradient_clip_val"):
+        _fail("trainer.gradient_clip_val", t["gradient_clip_val"],
+              "clipping is a model setting here: use model.gradient_clip_val (and model.gradient_clip_algorithm)")
+    if t.get("accumulate_grad_batches", 1) != 1:
+        _fail("trainer.accumulate_grad_batches", t["accumulate_grad_batches"],
+              "not supported (the classifier steps its optimizer itself); use a larger data.batch_size")
 
 
 def _check_callbacks(c: Mapping[str, Any]) -> None:
@@ -184,6 +215,7 @@ def validate(cfg: DictConfig, multirun: bool = False) -> None:
         if interval not in ("epoch", "step"):
             _fail("scheduler.interval", interval, "expected epoch or step")
     check_signature("trainer", cfg.trainer)
+    _check_trainer(cfg.trainer)
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is not None and not (isinstance(max_epochs, int) and (max_epochs >= 1 or max_epochs == -1)):
         _fail("trainer.max_epochs", max_epochs, "expected an integer ≥ 1 (or -1 for no limit)")

@@ -71,7 +71,7 @@ def job_threads(cfg: DictConfig) -> int | None:
     return max(1, cores // n_jobs)
 
 
-def _skip_failing_nvml_probe() -> None:
+def skip_failing_nvml_probe() -> None:
     """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (a CUDA check that cannot poison a
     fork); on a machine without NVML torch then dlopens libnvidia-ml afresh on every
     `cuda.is_available()`, which Adam calls on every step: ~100 µs a step, measured here.
@@ -128,7 +128,7 @@ def train(cfg: DictConfig) -> float | None:
     relaunching = hc.mode == RunMode.MULTIRUN and "submitit" not in str(hc.launcher.get("_target_", ""))
     validate(cfg, multirun=relaunching)
     _route_lightning_logs()
-    _skip_failing_nvml_probe()
+    skip_failing_nvml_probe()
     run_dir = Path(hc.runtime.output_dir)
     threads = job_threads(cfg)
     if threads:

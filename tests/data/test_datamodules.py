@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from conftest import DATA, have_data
+from mlplab.data.augment import random_shift
 from mlplab.data.batches import TensorBatches
-from mlplab.data.images import FashionMNISTDataModule, MNISTDataModule, normalize, random_shift
+from mlplab.data.images import FashionMNISTDataModule, MNISTDataModule, normalize
 from mlplab.data.sources import load_split
 from mlplab.data.synthetic import SyntheticDataModule, make_synthetic
 
@@ -39,7 +40,7 @@ def test_image_splits_are_official_and_disjoint(cls, name) -> None:
 def test_normalisation_is_applied_per_batch() -> None:
     dm = MNISTDataModule(data_dir=str(DATA), mean=0.1307, std=0.3081)
     dm.setup()
-    x, _ = next(iter(dm.train_dataloader()))
+    x, _ = next(iter(dm.train_dataloader()))[0]  # the first batch of the first group
     assert x.dtype == torch.float32 and x.shape == (128, 784)
     raw = dm.splits["train"][0].float() / 255
     assert abs(x.mean().item() - (raw.mean().item() - 0.1307) / 0.3081) < 0.05
@@ -68,6 +69,18 @@ def test_epoch_order_depends_only_on_seed_and_epoch() -> None:
     second = torch.cat([yb for _, yb in b])
     assert torch.equal(first, again) and not torch.equal(first, second)
     assert sorted(first.tolist()) == list(range(100))
+
+
+def test_groups_hold_the_same_batches_in_the_same_order() -> None:
+    x, y = torch.arange(103).float()[:, None], torch.arange(103)
+    single = list(TensorBatches(x, y, 10, lambda t, g: t, shuffle=True, seed=3))
+    grouped = TensorBatches(x, y, 10, lambda t, g: t, shuffle=True, seed=3, group=4)
+    groups = list(grouped)
+    assert [len(gr) for gr in groups] == [4, 4, 3] and len(grouped) == 3
+    flat = [b for gr in groups for b in gr]
+    assert len(flat) == len(single) == 11
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(single, flat, strict=True))
+    assert grouped.batches_in(2) == 8 and grouped.batches_in(3) == 11 and grouped.batches_in(99) == 11
 
 
 def test_ddp_shards_are_disjoint_equal_and_cover_the_epoch() -> None:

@@ -114,7 +114,10 @@ def optimizer_setting(cls: type, lr: float, batch_size: int = 64, momentum: floa
         if momentum is not None:
             assert b["momentum"] == momentum
         assert b["dm"].batch_size == batch_size
-        assert b["trainer"].limit_train_batches == (limit_train_batches or 1.0)
+        if limit_train_batches is None:
+            assert b["trainer"].limit_train_batches == 1.0
+        else:  # optimizer steps per epoch: Lightning calls × batches per call
+            assert b["trainer"].limit_train_batches * b["dm"].batches_per_call == limit_train_batches
     return check
 
 

@@ -38,7 +38,7 @@ def _train(run_dir: Path, *overrides: str) -> Path:
 
 
 RUNS = {
-    "mnist": ("trainer.max_epochs=2", "trainer.limit_train_batches=20"),
+    "mnist": ("trainer.max_epochs=2", "trainer.limit_train_batches=3"),
     "synthetic": ("data=synthetic", "model.hidden_sizes=[32]", "trainer.max_epochs=3"),
 }
 

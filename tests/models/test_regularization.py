@@ -21,16 +21,17 @@ def test_penalties_cover_weight_matrices_only_and_match_hand_computation() -> No
     assert l2_penalty(weights).item() == pytest.approx(hand_l2, rel=1e-5)
 
 
-def test_training_step_adds_scaled_penalties_to_data_loss() -> None:
+def test_objective_adds_scaled_penalties_to_data_loss() -> None:
     m = _model(l1=1e-2, l2=1e-1).eval()
     x, y = torch.randn(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    total = m.training_step((x, y), 0)
+    _, data_loss, total, l1, l2 = m.objective(x, y)
     data = m.data_loss(m(x), y)
     w = weight_matrices(m)
     expected = data + 1e-2 * l1_penalty(w) + 1e-1 * l2_penalty(w)
+    assert data_loss.item() == pytest.approx(data.item(), rel=1e-6)
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
-    l1_sum, n = m._train_sums[3].item(), m._train_sums[2].item()
-    assert l1_sum / n == pytest.approx(1e-2 * l1_penalty(w).item(), rel=1e-5)
+    assert l1.item() == pytest.approx(1e-2 * l1_penalty(w).item(), rel=1e-5)
+    assert l2.item() == pytest.approx(1e-1 * l2_penalty(w).item(), rel=1e-5)
 
 
 def test_max_norm_caps_each_unit() -> None:

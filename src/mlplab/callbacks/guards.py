@@ -14,15 +14,20 @@ class NonFiniteLossError(RuntimeError):
 
 
 class FiniteLossGuard(L.Callback):
+    """Checks the losses a `training_step` returns (one per optimizer step of the call) at
+    least every `check_every_n_steps` optimizer steps."""
+
     def __init__(self, check_every_n_steps: int = 1) -> None:
         # On a GPU each check is a device sync; checking every few steps keeps the queue full.
         self.check_every_n_steps = max(1, check_every_n_steps)
+        self._checked_at = -1
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.global_step % self.check_every_n_steps:
+        if 0 <= self._checked_at and trainer.global_step - self._checked_at < self.check_every_n_steps:
             return
+        self._checked_at = trainer.global_step
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None or bool(torch.isfinite(loss).all()):
             return
@@ -34,7 +39,11 @@ class FiniteLossGuard(L.Callback):
             if big
             else "check the data and model.init (try a lower optimizer.lr or gradient clipping)"
         )
+        losses = loss.detach().flatten()
+        first = int((~torch.isfinite(losses)).nonzero()[0])
+        # The call's steps end at global_step; report the optimizer step that went wrong.
+        step = trainer.global_step - len(losses) + first + 1
         raise NonFiniteLossError(
-            f"non-finite training loss ({float(loss)}) at epoch {trainer.current_epoch}, "
-            f"step {trainer.global_step}, lr={lr}: {cause}"
+            f"non-finite training loss ({float(losses[first])}) at epoch {trainer.current_epoch}, "
+            f"step {step}, lr={lr}: {cause}"
         )

@@ -19,9 +19,10 @@ class TensorDataModule(L.LightningDataModule):
     class_names: tuple[str, ...]
     image_shape: tuple[int, int] | None = None
 
-    def __init__(self, batch_size: int, eval_batch_size: int | None, seed: int) -> None:
+    def __init__(self, batch_size: int, eval_batch_size: int | None, seed: int, batches_per_call: int = 1) -> None:
         super().__init__()
         self.batch_size = batch_size
+        self.batches_per_call = batches_per_call
         self.eval_batch_size = eval_batch_size or max(batch_size, 1024)
         self.seed = seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -54,6 +55,7 @@ class TensorDataModule(L.LightningDataModule):
             epoch=lambda: trainer.current_epoch if trainer is not None else 0,
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
+            group=self.batches_per_call if train else 1,
         )
 
     def train_dataloader(self) -> Any:

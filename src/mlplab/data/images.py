@@ -1,26 +1,16 @@
 """MNIST and Fashion-MNIST: the official 10k test set, a seeded validation hold-out from the
-60k training images, uint8 on the device, normalised (and optionally shifted) per batch."""
+60k training images, uint8 on the device, normalised (and optionally augmented) per batch."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
+from mlplab.data.augment import Augment
 from mlplab.data.base import TensorDataModule, seeded_split
 from mlplab.data.sources import DATASETS, load_split, provision, raw_dir, verify
-
-
-def random_shift(x: torch.Tensor, max_shift: int, g: torch.Generator | None) -> torch.Tensor:
-    """Translate each image of a [B, H, W] batch by its own integer offset in
-    [-max_shift, max_shift]², filling with 0 (background): whole-batch tensor ops, no
-    per-sample Python."""
-    b, h, w = x.shape
-    s = max_shift
-    padded = torch.nn.functional.pad(x, (s, s, s, s))
-    dy = torch.randint(0, 2 * s + 1, (b,), generator=g, device=x.device)
-    dx = torch.randint(0, 2 * s + 1, (b,), generator=g, device=x.device)
-    rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])[:, :, None]
-    cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])[:, None, :]
-    return padded[torch.arange(b, device=x.device)[:, None, None], rows, cols]
 
 
 class ImageDataModule(TensorDataModule):
@@ -34,18 +24,22 @@ class ImageDataModule(TensorDataModule):
         data_dir: str = "data",
         batch_size: int = 128,
         eval_batch_size: int | None = None,
+        batches_per_call: int = 8,
         val_size: int = 5000,
         seed: int = 0,
         mean: float = 0.0,
         std: float = 1.0,
-        max_shift: int = 0,
+        augment: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, seed)
-        self.save_hyperparameters()
+        super().__init__(batch_size, eval_batch_size, seed, batches_per_call)
+        # A plain dict, not Hydra's DictConfig: checkpoints load with `weights_only=True`.
+        augment = dict(augment or {})
+        self.save_hyperparameters(ignore=["augment"])
+        self.hparams["augment"] = augment
         self.data_dir = data_dir
         self.val_size = val_size
         self.mean, self.std = mean, std
-        self.max_shift = max_shift
+        self.augment = Augment(**augment)
         spec = DATASETS[self.dataset]
         self.class_names = tuple(spec.class_names)
         self.n_classes = len(self.class_names)
@@ -69,13 +63,14 @@ class ImageDataModule(TensorDataModule):
         return normalize(x, self.mean, self.std)
 
     def train_transform(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
-        if self.max_shift > 0:
-            x = random_shift(x, self.max_shift, g)
+        if self.augment.active:
+            x = self.augment(x, g)
         return normalize(x, self.mean, self.std)
 
 
 def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """uint8 [B, 28, 28] → float32 [B, 784] in the training scale ((x/255 − mean) / std)."""
+    """uint8 (or a fresh float32 tensor in 0-255) [B, 28, 28] → float32 [B, 784] in the
+    training scale ((x/255 − mean) / std)."""
     return (x.reshape(x.shape[0], -1).float().div_(255.0).sub_(mean)).div_(std)
 
 

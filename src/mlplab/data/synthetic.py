@@ -41,9 +41,10 @@ class SyntheticDataModule(TensorDataModule):
         test_size: int = 400,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
+        batches_per_call: int = 8,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, seed)
+        super().__init__(batch_size, eval_batch_size, seed, batches_per_call)
         self.save_hyperparameters()
         self.n_samples, self.n_features, self.n_classes = n_samples, n_features, n_classes
         self.kind, self.separability = kind, separability

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from mlplab.models.regularization import (
 )
 
 LOSSES = ("cross_entropy", "nll")
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def _plain(value: Any) -> Any:
@@ -55,6 +57,8 @@ class Classifier(L.LightningModule):
         max_norm: float | None = None,
         loss: str = "cross_entropy",
         label_smoothing: float = 0.0,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
     ) -> None:
@@ -77,7 +81,11 @@ class Classifier(L.LightningModule):
         )
         self.l1, self.l2, self.max_norm = l1, l2, max_norm
         self.loss_name, self.label_smoothing = loss, label_smoothing
+        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
         self._weights = weight_matrices(self.net)
+        # Manual optimization: a training_step call may hold several batches (see
+        # `TensorBatches`), each of which gets its own optimizer step here.
+        self.automatic_optimization = False
 
         # Training metrics are running sums on the device (loss·n, correct, n, l1, l2), logged
         # once per epoch: a per-step `self.log` or metric update is Python work and a possible
@@ -101,33 +109,75 @@ class Classifier(L.LightningModule):
         # log_softmax is idempotent, so cross_entropy on log-probabilities is the smoothed NLL.
         return F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def training_step(self, batch: Batch | list[Batch], batch_idx: int) -> torch.Tensor:
+        """One optimizer step per batch; returns the data losses, checked by `FiniteLossGuard`."""
+        group = [batch] if isinstance(batch[0], torch.Tensor) else batch
+        opt = self.optimizers()
+        losses = []
+        max_steps = self.trainer.max_steps
+        for x, y in group:
+            if 0 <= max_steps <= self.global_step:
+                break
+            loss = self._step(opt, x, y)
+            # Every log_every_n_steps only, so step-level curves cost one sync per N steps.
+            if self.global_step % self.trainer.log_every_n_steps == 0:
+                self.log("train/loss_step", loss, on_step=True, on_epoch=False)
+            losses.append(loss)
+        return torch.stack(losses)
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(logits, data loss, data loss + penalties, l1 term, l2 term) of one batch."""
         out = self(x)
         loss = self.data_loss(out, y)
         total = loss
-        zero = loss.new_zeros(())
-        l1 = l2 = zero
+        l1 = l2 = loss.new_zeros(())
         if self.l1 > 0:
             l1 = self.l1 * l1_penalty(self._weights)
             total = total + l1
         if self.l2 > 0:
             l2 = self.l2 * l2_penalty(self._weights)
             total = total + l2
+        return out, loss, total, l1, l2
+
+    def _step(self, opt: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out, loss, total, l1, l2 = self.objective(x, y)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        if self.gradient_clip_val:
+            self.clip_gradients(opt, self.gradient_clip_val, self.gradient_clip_algorithm)
+        opt.step()
+        if self.max_norm is not None:
+            apply_max_norm(self._weights, self.max_norm)
+        self._step_schedulers("step")
+        loss = loss.detach()
         n = y.numel()
         with torch.no_grad():
             correct = (out.argmax(1) == y).sum()
-            self._train_sums += torch.stack([loss * n, correct.to(loss.dtype), zero + n, l1 * n, l2 * n])
-        # Every log_every_n_steps only, so step-level curves cost one sync per N steps.
-        if self._trainer is not None and self.global_step % self._trainer.log_every_n_steps == 0:
-            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
-        return total
+            self._train_sums += torch.stack([loss * n, correct.to(loss.dtype), l1.new_tensor(n), l1 * n, l2 * n])
+        return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.max_norm is not None:
-            apply_max_norm(self._weights, self.max_norm)
+    def _step_schedulers(self, interval: str) -> None:
+        """What Lightning does for automatic optimization: step each scheduler of this
+        interval every `frequency` steps or epochs; plateau schedulers get their metric."""
+        count = self.global_step if interval == "step" else self.current_epoch + 1
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != interval or count % config.frequency:
+                continue
+            if not config.reduce_on_plateau:
+                config.scheduler.step()
+                continue
+            metric = self.trainer.callback_metrics.get(config.monitor)
+            if metric is None:
+                if config.strict:
+                    raise RuntimeError(
+                        f"scheduler.monitor={config.monitor!r}: no such metric was logged this epoch; "
+                        f"available: {', '.join(sorted(self.trainer.callback_metrics))}"
+                    )
+                continue
+            config.scheduler.step(metric)
 
     def on_train_epoch_end(self) -> None:
+        self._step_schedulers("epoch")
         loss_sum, correct, n, l1_sum, l2_sum = self._train_sums.clone()
         self._train_sums.zero_()
         if n == 0:
@@ -190,9 +240,24 @@ class Classifier(L.LightningModule):
         cls = getattr(factory, "func", factory)
         given = getattr(factory, "keywords", {})
         steps = sched_cfg.get("interval", "epoch") == "step"
-        length = int(self.trainer.estimated_stepping_batches) if steps else self.trainer.max_epochs
+        length = self._optimizer_steps() if steps else self.trainer.max_epochs
         if cls is torch.optim.lr_scheduler.OneCycleLR and "total_steps" not in given:
-            return {"total_steps": int(self.trainer.estimated_stepping_batches)}
+            return {"total_steps": self._optimizer_steps()}
         if cls is torch.optim.lr_scheduler.CosineAnnealingLR and given.get("T_max") is None:
             return {"T_max": max(1, length)}
         return {}
+
+    def _optimizer_steps(self) -> int:
+        """Optimizer steps in the whole fit: Lightning counts training_step calls, and a call
+        may hold several batches."""
+        calls = self.trainer.estimated_stepping_batches  # also sets up the train loader
+        if not math.isfinite(calls):
+            raise ValueError("a schedule over steps needs trainer.max_epochs or trainer.max_steps")
+        loader = self.trainer.train_dataloader
+        per_epoch = self.trainer.num_training_batches
+        if hasattr(loader, "batches_in") and math.isfinite(per_epoch):
+            steps = loader.batches_in(int(per_epoch)) * self.trainer.max_epochs
+            if self.trainer.max_steps > 0:
+                steps = min(steps, self.trainer.max_steps)
+            return max(1, steps)
+        return max(1, int(calls))
