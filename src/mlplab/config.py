@@ -151,6 +151,8 @@ def _check_augment(a: Mapping[str, Any]) -> None:
         _fail("data.augment.scale", a.get("scale"), "expected a value in [0, 1)")
     if a.get("elastic_alpha", 0) < 0:
         _fail("data.augment.elastic_alpha", a.get("elastic_alpha"), "expected a number ≥ 0 (pixels)")
+    if not 0 <= a.get("erase", 0) <= 1:
+        _fail("data.augment.erase", a.get("erase"), "expected a probability in [0, 1]")
     if a.get("elastic_sigma", 4.0) <= 0:
         _fail("data.augment.elastic_sigma", a.get("elastic_sigma"), "expected a number > 0 (pixels)")
 

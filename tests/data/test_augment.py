@@ -57,3 +57,17 @@ def test_zero_strength_geometric_is_the_identity() -> None:
     x = _dot_images(4)
     out = Augment(rotate=1e-9)(x, torch.Generator().manual_seed(0))
     assert torch.allclose(out, x.float(), atol=1e-3)
+
+
+def test_erase_blanks_one_rectangle_in_the_chosen_images() -> None:
+    x = torch.full((200, 28, 28), 200, dtype=torch.uint8)
+    out = Augment(erase=0.5)(x, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.uint8
+    blank = out == 0
+    hit = blank.flatten(1).any(1)
+    assert 60 < int(hit.sum()) < 140  # about half the images
+    for img in blank[hit][:20]:
+        rows, cols = img.any(1).nonzero()[:, 0], img.any(0).nonzero()[:, 0]
+        box = img[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert box.all()  # one solid rectangle
+        assert 0.01 * 784 <= int(img.sum()) <= 0.26 * 784

@@ -33,6 +33,26 @@ def random_hflip(x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
     return torch.where(flip[:, None, None], x.flip(-1), x)
 
 
+def random_erase(x: torch.Tensor, p: float, g: torch.Generator | None) -> torch.Tensor:
+    """Blank one random rectangle (2-25% of the area, aspect 0.3-3.3) in each image of a
+    [B, H, W] batch with probability `p`."""
+    b, h, w = x.shape
+    dev = x.device
+    area = (0.02 + 0.23 * torch.rand(b, generator=g, device=dev)) * h * w
+    aspect = torch.exp((torch.rand(b, generator=g, device=dev) * 2 - 1) * math.log(3.3))
+    eh = torch.sqrt(area * aspect).clamp(1, h)
+    ew = torch.sqrt(area / aspect).clamp(1, w)
+    top = torch.rand(b, generator=g, device=dev) * (h - eh)
+    left = torch.rand(b, generator=g, device=dev) * (w - ew)
+    on = torch.rand(b, generator=g, device=dev) < p
+    rows = torch.arange(h, device=dev)[None, :]
+    cols = torch.arange(w, device=dev)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & on[:, None, None]
+    return x.masked_fill(mask, 0)
+
+
 def _uniform(n: int, half_width: float, g: torch.Generator | None, device: torch.device) -> torch.Tensor:
     return (torch.rand(n, generator=g, device=device) * 2 - 1) * half_width
 
@@ -59,6 +79,8 @@ class Augment:
     elastic_alpha, elastic_sigma: elastic distortion: a uniform(-1, 1) displacement field
         smoothed by a Gaussian of std `elastic_sigma` pixels and scaled by `elastic_alpha`
         pixels (Simard et al. 2003 used 34 and 4 on MNIST). 0 switches it off.
+    erase: probability of blanking one random rectangle of each image (random erasing,
+        Zhong et al. 2017: 2-25% of the area, aspect ratio 0.3-3.3, filled with background).
     """
 
     def __init__(
@@ -70,10 +92,12 @@ class Augment:
         shear: float = 0.0,
         elastic_alpha: float = 0.0,
         elastic_sigma: float = 4.0,
+        erase: float = 0.0,
     ) -> None:
         self.shift, self.hflip = shift, hflip
         self.rotate, self.scale, self.shear = rotate, scale, shear
         self.elastic_alpha, self.elastic_sigma = elastic_alpha, elastic_sigma
+        self.erase = erase
         self._blur: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -82,18 +106,21 @@ class Augment:
 
     @property
     def active(self) -> bool:
-        return bool(self.shift or self.hflip or self.geometric)
+        return bool(self.shift or self.hflip or self.geometric or self.erase)
 
     def __call__(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         """uint8 [B, H, W] → a new tensor, uint8 if only shifts/flips apply, else float32
         in the same 0-255 scale."""
         if self.hflip:
             x = random_hflip(x, g)
-        if not self.geometric:
-            return random_shift(x, self.shift, g) if self.shift else x
-        grid = self._grid(x.shape[0], x.shape[1], x.shape[2], g, x.device)
-        out = F.grid_sample(x[:, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return out[:, 0]
+        if self.geometric:
+            grid = self._grid(x.shape[0], x.shape[1], x.shape[2], g, x.device)
+            x = F.grid_sample(x[:, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+        elif self.shift:
+            x = random_shift(x, self.shift, g)
+        if self.erase:
+            x = random_erase(x, self.erase, g)
+        return x
 
     def _grid(self, b: int, h: int, w: int, g: torch.Generator | None, device: torch.device) -> torch.Tensor:
         """Where each output pixel samples the input, in grid_sample's [-1, 1] coordinates."""

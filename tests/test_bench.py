@@ -1,0 +1,47 @@
+"""`python -m mlplab.bench`: bad arguments are one line and exit 2; the mlplab variant is timed
+inside a real `train()` run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DATA, ROOT, have_data
+from mlplab import bench
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-sizes", "0"], "--batch-sizes=0: each must be in [1, 55000]"),
+        (["--batch-sizes", "12x"], "--batch-sizes='12x': expected comma-separated integers"),
+        (["--epochs", "2"], "--epochs=2: need ≥ 4"),
+        (["--variants", "plain,keras"], "--variants: unknown ['keras']"),
+    ],
+)
+def test_bad_arguments_are_refused_with_the_argument_named(args: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "mlplab.bench", *args], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cuda_without_a_gpu_is_one_line() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run([sys.executable, "-m", "mlplab.bench", "--device", "cuda"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "no CUDA device is available" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
+def test_mlplab_variant_times_every_epoch_of_a_real_run() -> None:
+    r = bench.run_one("mlplab", 4096, 4, str(DATA), "cpu", ["callbacks.progress_bar.refresh_rate=0"])
+    assert len(r["all_epoch_seconds"]) == 4  # one per epoch, validation included, none for testing
+    assert all(t > 0 for t in r["all_epoch_seconds"])
+    assert r["epoch_seconds"] == pytest.approx(sorted(r["all_epoch_seconds"][1:])[1], abs=1e-3)
+    assert r["samples_per_second"] == pytest.approx(55000 / r["epoch_seconds"], rel=1e-2)
