@@ -1,0 +1,52 @@
+"""`experiment=mnist_best` and `experiment=fashion_best` build what README "Recipes" describes
+and learn: a short run of each is far above chance. (The full runs are measured, not tested:
+README "Recipes".)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from conftest import have_data
+from mlplab.training import build, train
+
+RECIPES = {
+    "mnist_best": ("MNISTDataModule", [1024, 1024], dict(shift=2, rotate=5.0, elastic_alpha=34.0, hflip=False)),
+    "fashion_best": ("FashionMNISTDataModule", [1024, 1024], dict(hflip=True, erase=0.5, shift=0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_builds_its_data_model_and_schedule(name: str, make_cfg) -> None:
+    dm_type, hidden, augment = RECIPES[name]
+    dm, model, trainer = build(make_cfg([f"experiment={name}", "trainer=cpu"]))
+    assert type(dm).__name__ == dm_type
+    assert [getattr(dm.augment, k) for k in augment] == list(augment.values())
+    assert list(model.hparams.hidden_sizes) == hidden
+    early = next(c for c in trainer.callbacks if isinstance(c, EarlyStopping))
+    ckpt = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
+    # Selection on validation accuracy only, and the one-cycle schedule is never cut short.
+    assert (early.monitor, ckpt.monitor, early.mode) == ("val/acc", "val/acc", "max")
+    assert early.patience >= trainer.max_epochs
+    assert model.hparams.optimizer["_target_"] == "torch.optim.AdamW"
+    assert model.hparams.scheduler["scheduler"]["_target_"] == "torch.optim.lr_scheduler.OneCycleLR"
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_learns_in_a_short_run(name: str, make_cfg, tmp_path: Path) -> None:
+    dataset = "fashion" if "fashion" in name else "mnist"
+    if not have_data(dataset):
+        pytest.skip(f"{dataset} not provisioned (make data)")
+    # One epoch cut to 12 calls (96 optimizer steps, augmentation on), one-cycle over those.
+    train(make_cfg([f"experiment={name}", "trainer=cpu", "trainer.max_epochs=1",
+                    "trainer.limit_train_batches=12", "callbacks.progress_bar.refresh_rate=0",
+                    "report=false"]))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["metrics"]["test/acc"] > (0.9 if dataset == "mnist" else 0.75)  # chance: 0.1
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 96
