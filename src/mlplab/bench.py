@@ -106,23 +106,28 @@ def _timer(path: str | None = None) -> Any:
     import lightning as L
 
     class EpochTimer(L.Callback):
-        """Epoch times from the first training batch to the end of validation; with `path`,
-        also written there as JSON after every epoch (for a run inside `train()`)."""
+        """Whole epochs: from one epoch's first training batch to the next epoch's (the last
+        to the end of training), so validation, checkpointing and epoch-end logging count.
+        With `path`, also written there as JSON after every epoch (for a run inside `train()`)."""
 
         def __init__(self) -> None:
             self.times: list[float] = []
+            self._start: float | None = None
+
+        def _lap(self, pl_module: L.LightningModule) -> None:
+            _sync(pl_module.device)
+            now = time.perf_counter()
+            if self._start is not None:
+                self.times.append(now - self._start)
+                if path:
+                    Path(path).write_text(json.dumps(self.times))
+            self._start = now
 
         def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            _sync(pl_module.device)
-            self._start = time.perf_counter()
+            self._lap(pl_module)
 
-        def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            if trainer.sanity_checking:
-                return
-            _sync(pl_module.device)
-            self.times.append(time.perf_counter() - self._start)
-            if path:
-                Path(path).write_text(json.dumps(self.times))
+        def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self._lap(pl_module)
 
     return EpochTimer()
 
