@@ -15,7 +15,7 @@ from conftest import have_data
 from mlplab.training import build, train
 
 RECIPES = {
-    "mnist_best": ("MNISTDataModule", [1024, 1024], dict(shift=2, rotate=5.0, elastic_alpha=34.0, hflip=False)),
+    "mnist_best": ("MNISTDataModule", [1024, 1024], dict(shift=2, rotate=8.0, scale=0.08, elastic_alpha=0.0, hflip=False)),
     "fashion_best": ("FashionMNISTDataModule", [1024, 1024], dict(hflip=True, erase=0.5, shift=0)),
 }
 

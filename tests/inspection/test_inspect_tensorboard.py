@@ -45,3 +45,37 @@ def test_mnist_run_has_figures_histograms_graph_and_layout(mnist_run: Path) -> N
 def test_synthetic_run_has_confusion_matrix_but_no_images_grid(synthetic_run: Path) -> None:
     found = _tags(synthetic_run)
     assert "val/confusion_matrix" in found["images"] and "val/misclassified" not in found["images"]
+
+
+def test_figure_over_budget_is_skipped_then_drawn_once_for_the_last_epoch(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from mlplab.callbacks import figures
+
+    drawn: list[int] = []
+
+    class Figure(figures._BudgetedFigure):
+        def draw(self, trainer, pl_module, writer) -> None:  # noqa: ANN001
+            drawn.append(self._epoch)
+
+    monkeypatch.setattr(figures, "tensorboard", lambda trainer: object())
+    fig = Figure(every_n_epochs=1, max_overhead=0.0)  # any time spent drawing is over budget
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0)
+    fig.on_fit_start(trainer, None)
+    for epoch in range(3):
+        trainer.current_epoch = epoch
+        fig.on_validation_epoch_end(trainer, None)
+    assert drawn == [0]  # the first costs nothing so far; epochs 1 and 2 are over budget
+    trainer.current_epoch = 3  # where Lightning's counter stands when training ends
+    fig.on_train_end(trainer, None)
+    fig.on_train_end(trainer, None)
+    assert drawn == [0, 2]  # the last epoch's figure, once, titled with that epoch
+
+    drawn.clear()
+    fig = Figure(every_n_epochs=1, max_overhead=None)  # null: every epoch, nothing deferred
+    fig.on_fit_start(trainer, None)
+    for epoch in range(3):
+        trainer.current_epoch = epoch
+        fig.on_validation_epoch_end(trainer, None)
+    fig.on_train_end(trainer, None)
+    assert drawn == [0, 1, 2]

@@ -59,28 +59,39 @@ class _BudgetedFigure(L.Callback):
     """Drawing a figure costs about half a second of CPU whatever the accelerator, which is
     a few percent of a CPU epoch on MNIST but can double a GPU epoch. So a figure that is due
     every `every_n_epochs` is skipped while the time spent drawing it would exceed
-    `max_overhead` of the fit time so far (null: never skipped)."""
+    `max_overhead` of the fit time so far (null: never skipped). A figure skipped at its last
+    due epoch is drawn when training ends: the final state is the one most looked at."""
 
-    def __init__(self, every_n_epochs: int = 1, max_overhead: float | None = 0.03) -> None:
+    def __init__(self, every_n_epochs: int = 1, max_overhead: float | None = 0.01) -> None:
         self.every_n_epochs = every_n_epochs
         self.max_overhead = max_overhead
         self._spent = 0.0
         self._fit_start = time.perf_counter()
+        self._pending = False
+        self._epoch = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._spent, self._fit_start = 0.0, time.perf_counter()
+        self._spent, self._fit_start, self._pending = 0.0, time.perf_counter(), False
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
         if writer is None or not _due(trainer, self.every_n_epochs):
             return
         started = time.perf_counter()
-        if self.max_overhead is not None and self._spent > self.max_overhead * (started - self._fit_start):
+        self._epoch = trainer.current_epoch  # the title's; at train end Lightning has moved on
+        self._pending = self.max_overhead is not None and self._spent > self.max_overhead * (started - self._fit_start)
+        if self._pending:
             return
         try:
             self.draw(trainer, pl_module, writer)
         finally:
             self._spent += time.perf_counter() - started
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if self._pending and writer is not None:
+            self._pending = False
+            self.draw(trainer, pl_module, writer)
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
         raise NotImplementedError
@@ -100,7 +111,7 @@ class ConfusionMatrixFigure(_BudgetedFigure):
         probs, y = out
         n = probs.shape[1]
         cm = MulticlassConfusionMatrix(num_classes=n).to(probs.device)(probs, y).cpu().numpy()
-        fig = confusion_figure(cm, _class_names(trainer, n), f"validation, epoch {trainer.current_epoch}")
+        fig = confusion_figure(cm, _class_names(trainer, n), f"validation, epoch {self._epoch}")
         writer.add_figure("val/confusion_matrix", fig, global_step=trainer.global_step)
 
 
@@ -108,7 +119,7 @@ class MisclassifiedFigure(_BudgetedFigure):
     """A grid of the `n_images` validation images misclassified with the highest confidence,
     captioned true / predicted, every `every_n_epochs` (0: off). Skipped for non-image data."""
 
-    def __init__(self, every_n_epochs: int = 1, max_overhead: float | None = 0.03, n_images: int = 24) -> None:
+    def __init__(self, every_n_epochs: int = 1, max_overhead: float | None = 0.01, n_images: int = 24) -> None:
         super().__init__(every_n_epochs, max_overhead)
         self.n_images = n_images
 
@@ -127,7 +138,7 @@ class MisclassifiedFigure(_BudgetedFigure):
         fig = misclassified_figure(
             images, y[idx].tolist(), pred[idx].tolist(), probs[idx, pred[idx]].tolist(),
             _class_names(trainer, probs.shape[1]),
-            f"epoch {trainer.current_epoch}: {len(idx)} most confident of {int((pred != y).sum())} errors",
+            f"epoch {self._epoch}: {len(idx)} most confident of {int((pred != y).sum())} errors",
         )
         writer.add_figure("val/misclassified", fig, global_step=trainer.global_step)
 

@@ -249,8 +249,9 @@ class Classifier(L.LightningModule):
         self.val_acc.reset()
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/acc", acc, prog_bar=True)
-        if not self.trainer.sanity_checking:
-            self.val_acc_best.update(acc)
+        if self.trainer.sanity_checking:  # a best-so-far of an untrained model means nothing
+            return
+        self.val_acc_best.update(acc)
         self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
