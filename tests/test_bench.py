@@ -19,6 +19,7 @@ from mlplab import bench
         (["--batch-sizes", "12x"], "--batch-sizes='12x': expected comma-separated integers"),
         (["--epochs", "2"], "--epochs=2: need ≥ 4"),
         (["--variants", "plain,keras"], "--variants: unknown ['keras']"),
+        (["--rounds", "0"], "--rounds=0: need ≥ 1"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_argument_named(args: list[str], message: str) -> None:
@@ -45,3 +46,22 @@ def test_mlplab_variant_times_every_epoch_of_a_real_run() -> None:
     assert all(t > 0 for t in r["all_epoch_seconds"])
     assert r["epoch_seconds"] == pytest.approx(sorted(r["all_epoch_seconds"][1:])[1], abs=1e-3)
     assert r["samples_per_second"] == pytest.approx(55000 / r["epoch_seconds"], rel=1e-2)
+
+
+def _run(variant: str, seconds: float) -> dict:
+    return {"variant": variant, "batch_size": 128, "epoch_seconds": seconds, "all_epoch_seconds": [seconds] * 4,
+            "samples_per_second": 55000 / seconds, "peak_memory_mb": 900.0, "device": "cpu", "threads": 2}
+
+
+def test_rounds_are_combined_by_medians_of_paired_ratios() -> None:
+    # The machine is twice as slow in round 2: each round's own ratio stays 1.1, while the
+    # ratio of overall medians would be 1.4 / 1.0.
+    runs = [_run("plain", 1.0), _run("mlplab", 1.1), _run("plain", 2.0), _run("mlplab", 2.2),
+            _run("plain", 0.9), _run("mlplab", 1.4), _run("torchvision", 9.0)]
+    rows = {r["variant"]: r for r in bench.combine(runs)}
+    assert rows["plain"]["epoch_seconds"] == 1.0 and rows["mlplab"]["epoch_seconds"] == 1.4
+    assert rows["mlplab"]["round_ratios"] == [1.1, 1.1, pytest.approx(1.556, abs=1e-3)]
+    assert rows["mlplab"]["ratio"] == 1.1
+    assert rows["torchvision"]["ratio"] == pytest.approx(9.0 / 1.1, abs=1e-3)  # paired with round 1
+    table = bench.table(list(rows.values()))
+    assert "| 128 | mlplab | 1.400 |" in table and "1.10 (1.10–1.56)" in table

@@ -8,8 +8,9 @@ c. `torchvision`: a per-sample `torchvision.datasets.MNIST` + transforms + `Data
 
 All three: MNIST, 784-128-64-10 ReLU, Adam 1e-3, 55,000 training and 5,000 validation images
 per epoch. Each (variant, batch size) runs in its own process so peak memory is its own. An
-epoch is timed from its first batch to the end of its validation pass; the figure is the median
-of the epochs after the first (warm-up).
+epoch is timed from its first batch to the next epoch's (validation, checkpointing and logging
+included); a run's figure is the median of its epochs after the first (warm-up). Every
+variant runs `--rounds` times, interleaved; the table gives medians over the rounds.
 """
 
 from __future__ import annotations
@@ -236,17 +237,44 @@ def _versions() -> dict[str, str]:
             "cpu": platform.processor() or platform.machine(), "cores": str(os.cpu_count())}
 
 
+def combine(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (variant, batch size) from several rounds of runs: the median over rounds
+    of each run's median epoch, and b/a and c/b as medians of the ratios within each round.
+    On a shared virtual machine speed drifts by tens of percent over minutes; runs of the
+    same round are seconds apart, so their ratio is what drift disturbs least."""
+    by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in runs:
+        by.setdefault((r["variant"], r["batch_size"]), []).append(r)
+    rows = []
+    for (variant, bs), rs in by.items():
+        median = statistics.median(r["epoch_seconds"] for r in rs)
+        row = {**rs[0], "epoch_seconds": round(median, 4), "samples_per_second": round(55000 / median, 1),
+               "peak_memory_mb": max(r["peak_memory_mb"] for r in rs),
+               "round_epoch_seconds": [r["epoch_seconds"] for r in rs]}
+        row.pop("all_epoch_seconds", None)
+        pair = {"mlplab": "plain", "torchvision": "mlplab"}.get(variant)
+        if pair and (pair, bs) in by:
+            ratios = [r["epoch_seconds"] / p["epoch_seconds"] for r, p in zip(rs, by[(pair, bs)], strict=False)]
+            row["ratio"] = round(statistics.median(ratios), 3)
+            row["round_ratios"] = [round(x, 3) for x in ratios]
+        rows.append(row)
+    return rows
+
+
 def table(results: list[dict[str, Any]]) -> str:
     by = {(r["variant"], r["batch_size"]): r for r in results}
     lines = ["| batch | variant | s/epoch | samples/s | peak MB | b/a | c/b |", "|---|---|---|---|---|---|---|"]
     for bs in sorted({r["batch_size"] for r in results}):
-        a, b, c = (by.get((v, bs)) for v in VARIANTS)
-        for r in (a, b, c):
+        for variant in VARIANTS:
+            r = by.get((variant, bs))
             if r is None:
                 continue
-            ba = f"{b['epoch_seconds'] / a['epoch_seconds']:.2f}" if r is b and a else ""
-            cb = f"{c['epoch_seconds'] / b['epoch_seconds']:.1f}" if r is c and b else ""
-            lines.append(f"| {bs} | {r['variant']} | {r['epoch_seconds']:.3f} | {r['samples_per_second']:.0f} "
+            ratio = r.get("ratio")
+            spread = r.get("round_ratios", [])
+            shown = "" if ratio is None else f"{ratio:.2f}" + (f" ({min(spread):.2f}–{max(spread):.2f})" if len(spread) > 1 else "")
+            ba = shown if variant == "mlplab" else ""
+            cb = shown if variant == "torchvision" else ""
+            lines.append(f"| {bs} | {variant} | {r['epoch_seconds']:.3f} | {r['samples_per_second']:.0f} "
                          f"| {r['peak_memory_mb']:.0f} | {ba} | {cb} |")
     return "\n".join(lines)
 
@@ -255,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlplab.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--batch-sizes", default="64,128,256", help="comma-separated (default 64,128,256)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first is warm-up (≥ 4)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of every variant per batch size, interleaved (default 3); medians are reported")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--data-dir", default=os.environ.get("MLPLAB_DATA_DIR", "data"))
@@ -271,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--batch-sizes={args.batch_sizes}: each must be in [1, 55000]")
     if args.epochs < 4:
         parser.error(f"--epochs={args.epochs}: need ≥ 4 (one warm-up + the median of ≥ 3)")
+    if args.rounds < 1:
+        parser.error(f"--rounds={args.rounds}: need ≥ 1")
     variants = args.variants.split(",")
     if unknown := [v for v in variants if v not in VARIANTS]:
         parser.error(f"--variants: unknown {unknown}; expected some of {', '.join(VARIANTS)}")
@@ -288,23 +320,26 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    results = []
+    runs = []
     for bs in sizes:
-        for variant in variants:
-            cmd = [sys.executable, "-m", "mlplab.bench", "--one", "--variants", variant,
-                   "--batch-sizes", str(bs), "--epochs", str(args.epochs), "--device", args.device,
-                   "--data-dir", args.data_dir, *(f"--set={o}" for o in args.set)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if proc.returncode != 0 or line is None:
-                print(f"error: {variant} at batch {bs} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                return 1
-            results.append(json.loads(line[len("RESULT "):]))
-            r = results[-1]
-            print(f"{variant:>11} batch {bs:>4}: {r['epoch_seconds']:.3f} s/epoch", flush=True)
+        for round_ in range(args.rounds):
+            # Alternate the order so that neither variant always runs first after a slow one.
+            for variant in variants if round_ % 2 == 0 else variants[::-1]:
+                cmd = [sys.executable, "-m", "mlplab.bench", "--one", "--variants", variant,
+                       "--batch-sizes", str(bs), "--epochs", str(args.epochs), "--device", args.device,
+                       "--data-dir", args.data_dir, *(f"--set={o}" for o in args.set)]
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+                if proc.returncode != 0 or line is None:
+                    print(f"error: {variant} at batch {bs} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    return 1
+                runs.append(json.loads(line[len("RESULT "):]))
+                r = runs[-1]
+                print(f"{variant:>11} batch {bs:>4} round {round_ + 1}: {r['epoch_seconds']:.3f} s/epoch", flush=True)
+    results = combine(runs)
     report = {"versions": _versions(), "device": results[0]["device"], "threads": results[0]["threads"],
-              "epochs": args.epochs, "command": "python -m mlplab.bench " + " ".join(argv or sys.argv[1:]),
-              "results": results}
+              "epochs": args.epochs, "rounds": args.rounds, "command": "python -m mlplab.bench " + " ".join(argv or sys.argv[1:]),
+              "results": results, "runs": runs}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
