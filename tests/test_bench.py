@@ -28,6 +28,16 @@ def test_bad_arguments_are_refused_with_the_argument_named(args: list[str], mess
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_out_under_a_file_is_refused_before_any_work(tmp_path) -> None:  # noqa: ANN001
+    (tmp_path / "results").write_text("not a directory")
+    out = tmp_path / "results" / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "mlplab.bench", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert f"--out={out}: {tmp_path / 'results'} is a file, not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_cuda_without_a_gpu_is_one_line() -> None:
     import torch
 

@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [v for v in variants if v not in VARIANTS]:
         parser.error(f"--variants: unknown {unknown}; expected some of {', '.join(VARIANTS)}")
     _device(args.device)  # fail before any work if the device is unavailable
+    if (blocked := next((p for p in Path(args.out).parents if p.exists() and not p.is_dir()), None)) is not None:
+        parser.error(f"--out={args.out}: {blocked} is a file, not a directory")
 
     if args.one:
         result = run_one(variants[0], sizes[0], args.epochs, args.data_dir, args.device, args.set)
@@ -341,10 +343,15 @@ def main(argv: list[str] | None = None) -> int:
               "epochs": args.epochs, "rounds": args.rounds, "command": "python -m mlplab.bench " + " ".join(argv or sys.argv[1:]),
               "results": results, "runs": runs}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, out)
+    except OSError as err:
+        print(table(results), file=sys.stderr)
+        print(f"error: --out={args.out}: cannot write the results ({err.strerror})", file=sys.stderr)
+        return 1
     v = report["versions"]
     print(f"\ndevice {report['device']} ({report['threads']} threads), torch {v['torch']}, "
           f"torchvision {v['torchvision']}, lightning {v['lightning']}, python {v['python']}")
