@@ -91,7 +91,10 @@ class _BudgetedFigure(L.Callback):
         writer = tensorboard(trainer)
         if self._pending and writer is not None:
             self._pending = False
-            self.draw(trainer, pl_module, writer)
+            try:
+                self.draw(trainer, pl_module, writer)
+            except Exception as err:  # noqa: BLE001 - training is over: a figure must not fail the run
+                log.warning("%s: the final figure was not drawn (%s)", type(self).__name__, err)
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
         raise NotImplementedError
