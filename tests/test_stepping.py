@@ -43,20 +43,15 @@ def test_onecycle_spans_exactly_the_optimizer_steps_of_the_fit(make_cfg, tmp_pat
     assert lr < 1e-5  # annealed from max_lr 1e-3 to ~max_lr / (div_factor * final_div_factor)
 
 
-def test_epoch_schedulers_step_once_per_epoch(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg([*SYNTH, "optimizer=sgd", "optimizer.lr=0.1", "scheduler=step",
-                    "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"])
-    train(cfg)
-    lr = _last(tmp_path / "run")["optimizer_states"][0]["param_groups"][0]["lr"]
-    assert lr == pytest.approx(0.1 * 0.5**3)
-
-
-def test_plateau_scheduler_reads_the_validation_metric(make_cfg, tmp_path: Path) -> None:
-    # patience 0 and a threshold no epoch can beat: every epoch halves lr (stepping it without
-    # the metric would be a TypeError).
-    cfg = make_cfg([*SYNTH, "optimizer=sgd", "optimizer.lr=0.1", "scheduler=plateau",
-                    "scheduler.scheduler.patience=0", "+scheduler.scheduler.threshold=10.0"])
-    train(cfg)
+@pytest.mark.parametrize("scheduler", [
+    # an epoch scheduler steps once per epoch
+    ["scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"],
+    # plateau reads the validation metric: patience 0 and a threshold no epoch can beat halve lr
+    # every epoch (stepping it without the metric would be a TypeError)
+    ["scheduler=plateau", "scheduler.scheduler.patience=0", "+scheduler.scheduler.threshold=10.0"],
+], ids=["step", "plateau"])
+def test_epoch_schedulers_step_once_per_epoch(scheduler: list[str], make_cfg, tmp_path: Path) -> None:
+    train(make_cfg([*SYNTH, "optimizer=sgd", "optimizer.lr=0.1", *scheduler]))
     lr = _last(tmp_path / "run")["optimizer_states"][0]["param_groups"][0]["lr"]
     assert lr == pytest.approx(0.1 * 0.5**3)
 
