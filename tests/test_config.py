@@ -47,6 +47,8 @@ from mlplab.config import ConfigError, validate
         (["+trainer.accumulate_grad_batches=4"], "trainer.accumulate_grad_batches=4: not supported"),
         (["model.gradient_clip_val=-1"], "model.gradient_clip_val=-1: expected null or a number > 0"),
         (["model.gradient_clip_algorithm=l2"], "model.gradient_clip_algorithm='l2': expected norm or value"),
+        (["model.ema_decay=1.0"], "model.ema_decay=1.0: expected null or a value in (0, 1)"),
+        (["model.ema_decay=0"], "model.ema_decay=0: expected null or a value in (0, 1)"),
     ],
 )
 def test_bad_value_names_key_value_and_allowed(make_cfg, overrides, message) -> None:

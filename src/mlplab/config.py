@@ -104,6 +104,8 @@ def _check_model(m: Mapping[str, Any]) -> None:
         _fail("model.max_norm", m["max_norm"], "expected null or a number > 0")
     if m.get("gradient_clip_val") is not None and not (_is_number(m["gradient_clip_val"]) and m["gradient_clip_val"] > 0):
         _fail("model.gradient_clip_val", m["gradient_clip_val"], "expected null or a number > 0")
+    if m.get("ema_decay") is not None and not (_is_number(m["ema_decay"]) and 0 < m["ema_decay"] < 1):
+        _fail("model.ema_decay", m["ema_decay"], "expected null or a value in (0, 1), e.g. 0.999")
     if m.get("gradient_clip_algorithm", "norm") not in ("norm", "value"):
         _fail("model.gradient_clip_algorithm", m.get("gradient_clip_algorithm"), "expected norm or value")
     if m.get("init") == "normal" and not (_is_number(m.get("init_std")) and m["init_std"] > 0):

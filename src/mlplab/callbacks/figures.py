@@ -146,6 +146,11 @@ class MisclassifiedFigure(_BudgetedFigure):
         writer.add_figure("val/misclassified", fig, global_step=trainer.global_step)
 
 
+# TensorBoard re-bins every histogram to ~30 buckets for display; its default "tensorflow"
+# binning builds ~1,500 exponential buckets, 2.5x the time of these 64 for the same chart.
+HISTOGRAM_BINS = 64
+
+
 class ParameterHistograms(L.Callback):
     """Histograms of every parameter tensor (`weights/…`) and of the per-unit gradient norms
     of the epoch's last training step (`grad_norm/…`: one L2 norm per row of a weight
@@ -166,12 +171,14 @@ class ParameterHistograms(L.Callback):
             return
         step = trainer.global_step
         for name, p in pl_module.named_parameters():
+            if not p.requires_grad:  # e.g. the weight average of model.ema_decay
+                continue
             tag = name.removeprefix("net.")
-            writer.add_histogram(f"weights/{tag}", p.detach().float().cpu(), step)
+            writer.add_histogram(f"weights/{tag}", p.detach().float().cpu(), step, bins=HISTOGRAM_BINS)
             if p.grad is not None:
                 g = p.grad.detach().float()
                 norms = g.norm(dim=1) if g.ndim > 1 else g.abs()
-                writer.add_histogram(f"grad_norm/{tag}", norms.cpu(), step)
+                writer.add_histogram(f"grad_norm/{tag}", norms.cpu(), step, bins=HISTOGRAM_BINS)
 
 
 class ModelGraph(L.Callback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -67,6 +68,7 @@ class Classifier(L.LightningModule):
         label_smoothing: float = 0.0,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
+        ema_decay: float | None = None,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
     ) -> None:
@@ -91,6 +93,14 @@ class Classifier(L.LightningModule):
         self.loss_name, self.label_smoothing = loss, label_smoothing
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
         self._weights = weight_matrices(self.net)
+        # An exponential moving average of the weights, updated after every optimizer step.
+        # Evaluation (validation, test, predict, figures) runs it instead of `net`, so the
+        # checkpoint chosen on validation and its test score are the average's; `net` keeps
+        # training, and both are saved, so a resumed run continues exactly.
+        self.ema_decay = ema_decay
+        self.ema_net: MLP | None = None
+        if ema_decay is not None:
+            self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
         # Manual optimization: a training_step call may hold several batches (see
         # `TensorBatches`), each of which gets its own optimizer step here.
         self.automatic_optimization = False
@@ -112,7 +122,20 @@ class Classifier(L.LightningModule):
         self.val_acc_best.persistent(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ema_net is not None and not self.training:
+            return self.ema_net(x)
         return self.net(x)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        assert self.ema_net is not None and self.ema_decay is not None
+        # The average of the first steps would be mostly the random initialisation: the
+        # decay ramps up as (1 + t) / (10 + t) until it reaches ema_decay (timm's warm-up).
+        t = self.global_step
+        decay = min(self.ema_decay, (1 + t) / (10 + t))
+        torch._foreach_lerp_(list(self.ema_net.parameters()), list(self.net.parameters()), 1.0 - decay)
+        for avg, live in zip(self.ema_net.buffers(), self.net.buffers()):
+            avg.copy_(live)  # batch-norm statistics: those of the live weights, not averaged
 
     def data_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "nll" and self.label_smoothing == 0:
@@ -169,6 +192,8 @@ class Classifier(L.LightningModule):
             opt.step()
         if self.max_norm is not None:
             apply_max_norm(self._weights, self.max_norm)
+        if self.ema_net is not None:
+            self._update_ema()
         self._step_schedulers("step")
         loss = loss.detach()
         steps = self._epoch_steps
@@ -269,7 +294,7 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "_partial_": True})
-        optimizer = instantiate(opt_cfg)(params=self.parameters())
+        optimizer = instantiate(opt_cfg)(params=self.net.parameters())
         sched_cfg = self.hparams.scheduler
         if not sched_cfg or not sched_cfg.get("scheduler"):
             return optimizer
