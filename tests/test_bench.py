@@ -20,6 +20,7 @@ from mlplab import bench
         (["--epochs", "2"], "--epochs=2: need ≥ 4"),
         (["--variants", "plain,keras"], "--variants: unknown ['keras']"),
         (["--rounds", "0"], "--rounds=0: need ≥ 1"),
+        (["--threads", "0"], "--threads=0: need ≥ 1"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_argument_named(args: list[str], message: str) -> None:
@@ -51,7 +52,14 @@ def test_cuda_without_a_gpu_is_one_line() -> None:
 
 @pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
 def test_mlplab_variant_times_every_epoch_of_a_real_run() -> None:
-    r = bench.run_one("mlplab", 4096, 4, str(DATA), "cpu", ["callbacks.progress_bar.refresh_rate=0"])
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        r = bench.run_one("mlplab", 4096, 4, str(DATA), "cpu", ["callbacks.progress_bar.refresh_rate=0"], threads=1)
+    finally:
+        torch.set_num_threads(before)
+    assert r["threads"] == 1
     assert len(r["all_epoch_seconds"]) == 4  # one per epoch, validation included, none for testing
     assert all(t > 0 for t in r["all_epoch_seconds"])
     assert r["epoch_seconds"] == pytest.approx(sorted(r["all_epoch_seconds"][1:])[1], abs=1e-3)

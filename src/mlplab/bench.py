@@ -198,12 +198,15 @@ def _torchvision(batch_size: int, epochs: int, data_dir: str, device: Any) -> li
 
 
 def run_one(variant: str, batch_size: int, epochs: int, data_dir: str, device_name: str,
-            extra: list[str]) -> dict[str, Any]:
+            extra: list[str], threads: int | None = None) -> dict[str, Any]:
     """One (variant, batch size) measurement in this process."""
     import torch
 
     from mlplab.training import skip_failing_nvml_probe
 
+    if threads:
+        torch.set_num_threads(threads)
+        extra = [*extra, f"torch_threads={threads}"]
     device = _device(device_name)
     skip_failing_nvml_probe()  # importing lightning turns the probe on for every variant
     with tempfile.TemporaryDirectory() as tmp:
@@ -289,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--data-dir", default=os.environ.get("MLPLAB_DATA_DIR", "data"))
     parser.add_argument("--out", default="outputs/bench/bench.json")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads in every variant (default: torch's, one per core)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a Hydra override for the mlplab variant, e.g. --set data.batches_per_call=1")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process mode
@@ -303,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--epochs={args.epochs}: need ≥ 4 (one warm-up + the median of ≥ 3)")
     if args.rounds < 1:
         parser.error(f"--rounds={args.rounds}: need ≥ 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads={args.threads}: need ≥ 1")
     variants = args.variants.split(",")
     if unknown := [v for v in variants if v not in VARIANTS]:
         parser.error(f"--variants: unknown {unknown}; expected some of {', '.join(VARIANTS)}")
@@ -311,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out={args.out}: {blocked} is a file, not a directory")
 
     if args.one:
-        result = run_one(variants[0], sizes[0], args.epochs, args.data_dir, args.device, args.set)
+        result = run_one(variants[0], sizes[0], args.epochs, args.data_dir, args.device, args.set, args.threads)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -329,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             for variant in variants if round_ % 2 == 0 else variants[::-1]:
                 cmd = [sys.executable, "-m", "mlplab.bench", "--one", "--variants", variant,
                        "--batch-sizes", str(bs), "--epochs", str(args.epochs), "--device", args.device,
-                       "--data-dir", args.data_dir, *(f"--set={o}" for o in args.set)]
+                       "--data-dir", args.data_dir, *(f"--set={o}" for o in args.set),
+                       *(["--threads", str(args.threads)] if args.threads else [])]
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
                 if proc.returncode != 0 or line is None:
