@@ -79,3 +79,31 @@ def test_figure_over_budget_is_skipped_then_drawn_once_for_the_last_epoch(monkey
         fig.on_validation_epoch_end(trainer, None)
     fig.on_train_end(trainer, None)
     assert drawn == [0, 1, 2]
+
+
+def test_torch_histograms_match_summarywriters_own(tmp_path: Path) -> None:
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from mlplab.callbacks.figures import HISTOGRAM_BINS, add_histogram
+
+    values = torch.randn(5000) * 3 + 1
+    with SummaryWriter(str(tmp_path)) as writer:
+        add_histogram(writer, "ours", values, 7)
+        writer.add_histogram("theirs", values.numpy(), 7, bins=HISTOGRAM_BINS)
+        add_histogram(writer, "constant", torch.full((4,), 2.0), 7)
+        add_histogram(writer, "nan", torch.tensor([1.0, float("nan")]), 7)
+    (f,) = event_files(tmp_path)
+    acc = EventAccumulator(str(f), size_guidance={"histograms": 0})
+    acc.Reload()
+    assert set(acc.Tags()["histograms"]) == {"ours", "theirs", "constant"}  # non-finite: skipped
+    ours, theirs = (acc.Histograms(t)[0] for t in ("ours", "theirs"))
+    assert ours.step == theirs.step == 7
+    a, b = ours.histogram_value, theirs.histogram_value
+    assert (a.min, a.max, a.num) == (b.min, b.max, b.num)
+    assert abs(a.sum - b.sum) < 1e-2 and abs(a.sum_squares - b.sum_squares) / b.sum_squares < 1e-5
+    assert len(a.bucket) == len(b.bucket) == HISTOGRAM_BINS + 1
+    # Bucket edges agree; a value on an edge may fall either side in float32 vs float64.
+    assert sum(abs(x - y) for x, y in zip(a.bucket, b.bucket)) <= 4 and sum(a.bucket) == 5000
+    constant = acc.Histograms("constant")[0].histogram_value
+    assert (constant.min, constant.max, constant.num, sum(constant.bucket)) == (2.0, 2.0, 4, 4)
