@@ -99,8 +99,11 @@ class Classifier(L.LightningModule):
         # training, and both are saved, so a resumed run continues exactly.
         self.ema_decay = ema_decay
         self.ema_net: MLP | None = None
+        self._ema_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         if ema_decay is not None:
             self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
+            # Like `_weights`: moving the module to a device keeps these Parameter objects.
+            self._ema_pairs = (list(self.ema_net.parameters()), list(self.net.parameters()))
         # Manual optimization: a training_step call may hold several batches (see
         # `TensorBatches`), each of which gets its own optimizer step here.
         self.automatic_optimization = False
@@ -133,7 +136,7 @@ class Classifier(L.LightningModule):
         # decay ramps up as (1 + t) / (10 + t) until it reaches ema_decay (timm's warm-up).
         t = self.global_step
         decay = min(self.ema_decay, (1 + t) / (10 + t))
-        torch._foreach_lerp_(list(self.ema_net.parameters()), list(self.net.parameters()), 1.0 - decay)
+        torch._foreach_lerp_(*self._ema_pairs, 1.0 - decay)
         for avg, live in zip(self.ema_net.buffers(), self.net.buffers()):
             avg.copy_(live)  # batch-norm statistics: those of the live weights, not averaged
 
