@@ -75,11 +75,14 @@ def test_rounds_are_combined_by_medians_of_paired_ratios() -> None:
     # The machine is twice as slow in round 2: each round's own ratio stays 1.1, while the
     # ratio of overall medians would be 1.4 / 1.0.
     runs = [_run("plain", 1.0), _run("mlplab", 1.1), _run("plain", 2.0), _run("mlplab", 2.2),
-            _run("plain", 0.9), _run("mlplab", 1.4), _run("torchvision", 9.0)]
+            _run("plain", 0.9), _run("mlplab", 1.4), _run("torchvision", 9.0),
+            _run("plain_fused", 1.0), _run("plain_fused", 1.7), _run("plain_fused", 1.0)]
     rows = {r["variant"]: r for r in bench.combine(runs)}
     assert rows["plain"]["epoch_seconds"] == 1.0 and rows["mlplab"]["epoch_seconds"] == 1.4
     assert rows["mlplab"]["round_ratios"] == [1.1, 1.1, pytest.approx(1.556, abs=1e-3)]
     assert rows["mlplab"]["ratio"] == 1.1
+    assert rows["mlplab"]["round_ratios_fused"] == [1.1, pytest.approx(1.294, abs=1e-3), 1.4]
+    assert rows["mlplab"]["ratio_fused"] == pytest.approx(1.294, abs=1e-3)
     assert rows["torchvision"]["ratio"] == pytest.approx(9.0 / 1.1, abs=1e-3)  # paired with round 1
     table = bench.table(list(rows.values()))
-    assert "| 128 | mlplab | 1.400 |" in table and "1.10 (1.10–1.56)" in table
+    assert "| 128 | mlplab | 1.400 | 39286 | 900 | 1.10 (1.10–1.56) | 1.29 (1.10–1.40) |  |" in table

@@ -1,12 +1,15 @@
 """`python -m mlplab.bench`: steady-state epoch time of three ways to train the same MLP.
 
-a. `plain`: a hand-written PyTorch loop over in-memory tensors (the floor);
+a. `plain`: a hand-written PyTorch loop over in-memory tensors (the floor), with
+   `torch.optim.Adam` as most loops construct it; `plain_fused` is the same loop with
+   `Adam(fused=True)`, which mlplab's optimizer configs use, for a like-for-like ratio (b/a');
 b. `mlplab`: `train()`, exactly as `src/train.py` runs it (TensorBoard logger and figures,
    checkpointing, early stopping, progress bar, validation every epoch), timed by a callback;
 c. `torchvision`: a per-sample `torchvision.datasets.MNIST` + transforms + `DataLoader`
-   pipeline in Lightning, the common way (e.g. lightning-hydra-template's).
+   pipeline in Lightning, the common way (e.g. lightning-hydra-template's), with mlplab's
+   module and fused Adam, so that c/b measures the data path alone.
 
-All three: MNIST, 784-128-64-10 ReLU, Adam 1e-3, 55,000 training and 5,000 validation images
+All: MNIST, 784-128-64-10 ReLU, Adam 1e-3, 55,000 training and 5,000 validation images
 per epoch. Each (variant, batch size) runs in its own process so peak memory is its own. An
 epoch is timed from its first batch to the next epoch's (validation, checkpointing and logging
 included); a run's figure is the median of its epochs after the first (warm-up). Every
@@ -29,7 +32,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-VARIANTS = ("plain", "mlplab", "torchvision")
+VARIANTS = ("plain", "plain_fused", "mlplab", "torchvision")
+# The ratios a variant's row carries: b/a, b/a' (both with fused Adam), c/b. Each: (key of the median ratio, key of the per-round ratios, the variant divided by).
+PAIRS = {"mlplab": [("ratio", "round_ratios", "plain"), ("ratio_fused", "round_ratios_fused", "plain_fused")],
+         "torchvision": [("ratio", "round_ratios", "mlplab")]}
 HIDDEN = [128, 64]
 LR = 1e-3
 MEAN, STD = 0.1307, 0.3081
@@ -53,7 +59,7 @@ def _peak_memory_mb(device: Any) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _plain(batch_size: int, epochs: int, data_dir: str, device: Any) -> list[float]:
+def _plain(batch_size: int, epochs: int, data_dir: str, device: Any, fused: bool) -> list[float]:
     import torch
     from torch import nn
 
@@ -72,7 +78,7 @@ def _plain(batch_size: int, epochs: int, data_dir: str, device: Any) -> list[flo
         layers += [nn.Linear(width, h), nn.ReLU()]
         width = h
     net = nn.Sequential(*layers, nn.Linear(width, 10)).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    opt = torch.optim.Adam(net.parameters(), lr=LR, fused=fused or None)
     times = []
     for epoch in range(epochs):
         _sync(device)
@@ -188,7 +194,7 @@ def _torchvision(batch_size: int, epochs: int, data_dir: str, device: Any) -> li
     val = DataLoader(Subset(full, hold.tolist()), batch_size=1024)
     torch.manual_seed(0)
     model = Classifier(784, 10, hidden_sizes=HIDDEN, dropout=0.0,
-                       optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": LR})
+                       optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": LR, "fused": True})
     timer = _timer()
     trainer = L.Trainer(max_epochs=epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
                         devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -210,8 +216,8 @@ def run_one(variant: str, batch_size: int, epochs: int, data_dir: str, device_na
     device = _device(device_name)
     skip_failing_nvml_probe()  # importing lightning turns the probe on for every variant
     with tempfile.TemporaryDirectory() as tmp:
-        if variant == "plain":
-            times = _plain(batch_size, epochs, data_dir, device)
+        if variant in ("plain", "plain_fused"):
+            times = _plain(batch_size, epochs, data_dir, device, fused=variant == "plain_fused")
         elif variant == "mlplab":
             times = _mlplab(batch_size, epochs, data_dir, device, Path(tmp), extra)
         else:
@@ -255,30 +261,33 @@ def combine(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                "peak_memory_mb": max(r["peak_memory_mb"] for r in rs),
                "round_epoch_seconds": [r["epoch_seconds"] for r in rs]}
         row.pop("all_epoch_seconds", None)
-        pair = {"mlplab": "plain", "torchvision": "mlplab"}.get(variant)
-        if pair and (pair, bs) in by:
-            ratios = [r["epoch_seconds"] / p["epoch_seconds"] for r, p in zip(rs, by[(pair, bs)], strict=False)]
-            row["ratio"] = round(statistics.median(ratios), 3)
-            row["round_ratios"] = [round(x, 3) for x in ratios]
+        for key, rounds_key, pair in PAIRS.get(variant, ()):
+            if (pair, bs) in by:
+                ratios = [r["epoch_seconds"] / p["epoch_seconds"] for r, p in zip(rs, by[(pair, bs)], strict=False)]
+                row[key] = round(statistics.median(ratios), 3)
+                row[rounds_key] = [round(x, 3) for x in ratios]
         rows.append(row)
     return rows
 
 
 def table(results: list[dict[str, Any]]) -> str:
+    def shown(r: dict[str, Any], key: str, rounds_key: str) -> str:
+        ratio, spread = r.get(key), r.get(rounds_key, [])
+        if ratio is None:
+            return ""
+        return f"{ratio:.2f}" + (f" ({min(spread):.2f}–{max(spread):.2f})" if len(spread) > 1 else "")
+
     by = {(r["variant"], r["batch_size"]): r for r in results}
-    lines = ["| batch | variant | s/epoch | samples/s | peak MB | b/a | c/b |", "|---|---|---|---|---|---|---|"]
+    lines = ["| batch | variant | s/epoch | samples/s | peak MB | b/a | b/a' | c/b |", "|---|---|---|---|---|---|---|---|"]
     for bs in sorted({r["batch_size"] for r in results}):
         for variant in VARIANTS:
             r = by.get((variant, bs))
             if r is None:
                 continue
-            ratio = r.get("ratio")
-            spread = r.get("round_ratios", [])
-            shown = "" if ratio is None else f"{ratio:.2f}" + (f" ({min(spread):.2f}–{max(spread):.2f})" if len(spread) > 1 else "")
-            ba = shown if variant == "mlplab" else ""
-            cb = shown if variant == "torchvision" else ""
+            ba, ba_fused = (shown(r, "ratio", "round_ratios"), shown(r, "ratio_fused", "round_ratios_fused")) if variant == "mlplab" else ("", "")
+            cb = shown(r, "ratio", "round_ratios") if variant == "torchvision" else ""
             lines.append(f"| {bs} | {variant} | {r['epoch_seconds']:.3f} | {r['samples_per_second']:.0f} "
-                         f"| {r['peak_memory_mb']:.0f} | {ba} | {cb} |")
+                         f"| {r['peak_memory_mb']:.0f} | {ba} | {ba_fused} | {cb} |")
     return "\n".join(lines)
 
 

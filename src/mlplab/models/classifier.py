@@ -296,7 +296,7 @@ class Classifier(L.LightningModule):
         return torch.softmax(self(x), dim=1) if self.loss_name != "nll" else self(x).exp()
 
     def configure_optimizers(self) -> Any:
-        opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "_partial_": True})
+        opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "fused": True})
         optimizer = instantiate(opt_cfg)(params=self.net.parameters())
         sched_cfg = self.hparams.scheduler
         if not sched_cfg or not sched_cfg.get("scheduler"):
