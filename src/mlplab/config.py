@@ -230,3 +230,5 @@ def validate(cfg: DictConfig, multirun: bool = False) -> None:
         _fail("optimized_metric", cfg.get("optimized_metric"), f"expected one of {', '.join(KNOWN_METRICS)}")
     if not isinstance(cfg.get("seed"), int):
         _fail("seed", cfg.get("seed"), "expected an integer")
+    if not isinstance(cfg.get("flush_denormal", True), bool):
+        _fail("flush_denormal", cfg.get("flush_denormal"), "expected true or false")
