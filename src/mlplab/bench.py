@@ -33,7 +33,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ("plain", "plain_fused", "mlplab", "torchvision")
-# The ratios a variant's row carries: b/a, b/a' (both with fused Adam), c/b. Each: (key of the median ratio, key of the per-round ratios, the variant divided by).
+# The ratios a variant's row carries, b/a, b/a' (both with fused Adam) and c/b, each as
+# (key of the median ratio, key of the per-round ratios, the variant divided by).
 PAIRS = {"mlplab": [("ratio", "round_ratios", "plain"), ("ratio_fused", "round_ratios_fused", "plain_fused")],
          "torchvision": [("ratio", "round_ratios", "mlplab")]}
 HIDDEN = [128, 64]

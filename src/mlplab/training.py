@@ -133,8 +133,9 @@ def train(cfg: DictConfig) -> float | None:
     threads = job_threads(cfg)
     if threads:
         torch.set_num_threads(threads)
-    # Adam's second moments of rarely-used weights decay through the denormal range over
-    # thousands of steps; CPU arithmetic on denormals is ~10× slower (README "Speed").
+    # Adam's first moment of a weight with zero gradient decays into the denormal range and
+    # stays there (x * 0.9 rounds back to x); CPU arithmetic on denormals is ~5× slower
+    # (README "Speed").
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
