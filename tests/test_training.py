@@ -129,3 +129,11 @@ def test_flush_denormal_is_applied_for_the_run(make_cfg, flush: bool) -> None:
         assert (kept == 0.0) is flush
     finally:
         torch.set_flush_denormal(True)
+
+
+def test_logger_none_trains_without_the_learning_rate_monitor(make_cfg, tmp_path: Path) -> None:
+    # The default callbacks include LearningRateMonitor, which Lightning refuses without a logger.
+    train(make_cfg([*SYNTH, "logger=none", "trainer.max_epochs=2", "scheduler=cosine", "report=false"]))
+    summary = _summary(tmp_path / "run")
+    assert summary["status"] == "completed" and summary["epochs"] == 2
+    assert not (tmp_path / "run" / "tensorboard").exists()

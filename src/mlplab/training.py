@@ -14,7 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.callbacks.guards import NonFiniteLossError
@@ -43,6 +43,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     model.hparams["class_names"] = list(datamodule.class_names)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+    if not loggers:  # it only writes to loggers, and Lightning refuses it without one
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     kinds = {type(c).__name__ for c in callbacks}
     trainer = instantiate(
         cfg.trainer,
