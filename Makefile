@@ -11,7 +11,13 @@ ARGS   ?=
 install: $(STAMP)
 
 # Reinstalls only when pyproject.toml changes.
+# PyPI's torch wheel brings its CUDA libraries even to CPU-only machines: a new virtualenv
+# takes ~6 GiB, and pip out of space fails minutes in, so say so before starting.
+VENV_KIB := 6291456
+
 $(STAMP): pyproject.toml
+	@test -x $(BIN)/python || [ $$(df -Pk . | awk 'NR==2 {print $$4}') -ge $(VENV_KIB) ] || \
+	  { echo "error: the virtualenv needs ~6 GiB (torch and its CUDA libraries); $$(df -Ph . | awk 'NR==2 {print $$4}') free here" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e '.[dev,sweeps,optuna]'
