@@ -59,6 +59,17 @@ def test_synthetic_splits_partition_the_samples() -> None:
     assert torch.equal(x, x2)
 
 
+def test_batches_already_on_the_device_are_not_walked_again() -> None:
+    dm = SyntheticDataModule(n_samples=500, n_features=20, n_classes=3, val_size=100, test_size=50, seed=420,
+                             batches_per_call=4)
+    dm.setup()
+    group = next(iter(dm.train_dataloader()))
+    assert dm.transfer_batch_to_device(group, torch.device("cpu"), 0) is group
+    # Another device still gets Lightning's transfer, tensor by tensor.
+    moved = dm.transfer_batch_to_device(group, torch.device("meta"), 0)
+    assert len(moved) == 4 and all(x.device.type == "meta" and y.device.type == "meta" for x, y in moved)
+
+
 def test_epoch_order_depends_only_on_seed_and_epoch() -> None:
     x, y = torch.arange(100).float()[:, None], torch.arange(100)
     epoch = [0]

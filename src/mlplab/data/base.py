@@ -42,6 +42,14 @@ class TensorDataModule(L.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self._load().items()}
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # Batches are slices of splits already on the device. Lightning's generic transfer
+        # walks the nested list of a `batches_per_call` group on every call: ~0.3 ms here, a
+        # fifth of Lightning's per-call cost (py-spy, README "Speed").
+        if self.splits and next(iter(self.splits.values()))[0].device == device:
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def _batches(self, split: str, train: bool) -> TensorBatches:
         x, y = self.splits[split]
         trainer = self.trainer
