@@ -10,11 +10,11 @@ ARGS   ?=
 
 install: $(STAMP)
 
-# Reinstalls only when pyproject.toml changes.
 # PyPI's torch wheel brings its CUDA libraries even to CPU-only machines: a new virtualenv
 # takes ~6 GiB, and pip out of space fails minutes in, so say so before starting.
 VENV_KIB := 6291456
 
+# Reinstalls only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || [ $$(df -Pk . | awk 'NR==2 {print $$4}') -ge $(VENV_KIB) ] || \
 	  { echo "error: the virtualenv needs ~6 GiB (torch and its CUDA libraries); $$(df -Ph . | awk 'NR==2 {print $$4}') free here" >&2; exit 1; }
