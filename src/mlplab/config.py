@@ -113,9 +113,11 @@ def _check_model(m: Mapping[str, Any]) -> None:
 
 
 def _check_data(d: Mapping[str, Any]) -> None:
-    for key in ("batch_size", "val_size", "batches_per_call"):
+    for key in ("batch_size", "batches_per_call"):
         if not (isinstance(d.get(key), int) and d[key] > 0):
             _fail(f"data.{key}", d.get(key), "expected an integer > 0")
+    if not (isinstance(d.get("val_size"), int) and d["val_size"] >= 0):
+        _fail("data.val_size", d.get("val_size"), "expected an integer ≥ 0 (0: train on the whole training set)")
     if d.get("eval_batch_size") is not None and not (
         isinstance(d["eval_batch_size"], int) and d["eval_batch_size"] > 0
     ):
@@ -215,6 +217,10 @@ def validate(cfg: DictConfig, multirun: bool = False) -> None:
     _check_optimizer(cfg.optimizer)
     if cfg.get("scheduler") and cfg.scheduler.get("scheduler"):
         check_signature("scheduler.scheduler", cfg.scheduler.scheduler)
+        monitor = cfg.scheduler.get("monitor")
+        if cfg.data.val_size == 0 and monitor is not None and str(monitor).startswith("val/"):
+            _fail("scheduler.monitor", monitor, "needs a validation split, and data.val_size=0 has none; "
+                  "use a schedule that needs no metric (scheduler=onecycle, cosine or step)")
         interval = cfg.scheduler.get("interval", "epoch")
         if interval not in ("epoch", "step"):
             _fail("scheduler.interval", interval, "expected epoch or step")

@@ -362,6 +362,11 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     dm = checkpoints.build_datamodule(ckpt_path, data, data_dir)
     data_name = data_name or getattr(dm, "dataset", "") or type(dm).__name__
     checkpoints.check_compatible(loaded, dm, data_name)
+    if cfg.split == "val" and not dm.has_validation:
+        raise ConfigError(
+            f"split=val: {ckpt_path} was trained on the whole training set (data.val_size=0), so "
+            "there is no validation split to evaluate on; use split=test"
+        )
     dm.setup()
     ev = evaluate(loaded.model, dm, cfg.split)
 

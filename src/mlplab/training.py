@@ -45,6 +45,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
     if not loggers:  # it only writes to loggers, and Lightning refuses it without one
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    no_validation: dict[str, Any] = {}
+    if not datamodule.has_validation:
+        callbacks = _without_validation(callbacks)
+        no_validation = {"limit_val_batches": 0, "num_sanity_val_steps": 0}
     kinds = {type(c).__name__ for c in callbacks}
     trainer = instantiate(
         cfg.trainer,
@@ -54,8 +58,24 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=bool(kinds & {"TQDMProgressBar", "RichProgressBar"}),
         enable_model_summary="ModelSummary" in kinds or "RichModelSummary" in kinds,
+        **no_validation,
     )
     return datamodule, model, trainer
+
+
+def _without_validation(callbacks: list[Any]) -> list[Any]:
+    """`data.val_size=0` (a final fit on the whole training set): nothing to stop early on or
+    to choose a checkpoint by, so early stopping goes and the checkpoint kept and tested is
+    the final one, `checkpoints/final.ckpt`."""
+    kept = []
+    for c in callbacks:
+        if isinstance(c, EarlyStopping):
+            log.info("data.val_size=0: no validation split, so early stopping is off")
+            continue
+        if isinstance(c, ModelCheckpoint) and c.monitor is not None:
+            c.monitor, c.filename = None, "final"
+        kept.append(c)
+    return kept
 
 
 def job_threads(cfg: DictConfig) -> int | None:
@@ -129,6 +149,11 @@ def train(cfg: DictConfig) -> float | None:
     # SLURM/submitit starts every rank itself; the local launchers would relaunch the sweep.
     relaunching = hc.mode == RunMode.MULTIRUN and "submitit" not in str(hc.launcher.get("_target_", ""))
     validate(cfg, multirun=relaunching)
+    if cfg.data.val_size == 0 and "optuna" in str(hc.sweeper.get("_target_", "")):
+        from mlplab.config import ConfigError
+
+        raise ConfigError(f"data.val_size=0: the sweeper optimises {cfg.optimized_metric}, and without a "
+                          "validation split there is nothing to choose by (the test set must not choose)")
     _route_lightning_logs()
     skip_failing_nvml_probe()
     run_dir = Path(hc.runtime.output_dir)
@@ -174,6 +199,7 @@ def train(cfg: DictConfig) -> float | None:
         "error": error,
         "epochs": trainer.current_epoch,
         "stopped_early": stopped_early,
+        "validation": datamodule.has_validation,
         "best_epoch": best_epoch,
         "metrics": metrics,
         "best_checkpoint": best_path,
@@ -261,7 +287,8 @@ def _print_summary(s: dict[str, Any], cfg: DictConfig) -> None:
     lines = [
         f"status        {s['status']}" + (f" ({s['error']})" if s["error"] else ""),
         f"epochs run    {s['epochs']}" + (" (stopped early)" if s["stopped_early"] else ""),
-        f"best epoch    {s['best_epoch']}  val/acc_best {fmt('val/acc_best')}",
+        f"best epoch    {s['best_epoch']}  val/acc_best {fmt('val/acc_best')}"
+        if s.get("validation", True) else f"final epoch   {s['best_epoch']}  (data.val_size=0: no validation)",
         f"test          loss {fmt('test/loss')}  acc {fmt('test/acc')}",
         f"checkpoint    {s['best_checkpoint']}",
         f"run dir       {s['run_dir']}",

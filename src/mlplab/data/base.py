@@ -18,6 +18,13 @@ class TensorDataModule(L.LightningDataModule):
     n_classes: int
     class_names: tuple[str, ...]
     image_shape: tuple[int, int] | None = None
+    val_size: int
+
+    @property
+    def has_validation(self) -> bool:
+        """False with `val_size=0`: the whole training set is trained on (a final fit once the
+        settings are chosen, as GridSearchCV's `refit`), and there is no "val" split."""
+        return self.val_size > 0
 
     def __init__(self, batch_size: int, eval_batch_size: int | None, seed: int, batches_per_call: int = 1) -> None:
         super().__init__()
@@ -72,6 +79,8 @@ class TensorDataModule(L.LightningDataModule):
         return self._batches("train", train=True)
 
     def val_dataloader(self) -> Any:
+        if not self.has_validation:
+            raise ValueError("no validation split: this data was set up with data.val_size=0")
         return self._batches("val", train=False)
 
     def test_dataloader(self) -> Any:

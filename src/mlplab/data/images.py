@@ -57,7 +57,8 @@ class ImageDataModule(TensorDataModule):
         x, y = load_split(self.dataset, self.data_dir, "train")
         keep, hold = seeded_split(len(y), self.val_size, self.seed)
         test = load_split(self.dataset, self.data_dir, "test")
-        return {"train": (x[keep], y[keep]), "val": (x[hold], y[hold]), "test": test}
+        splits = {"train": (x[keep], y[keep]), "val": (x[hold], y[hold]), "test": test}
+        return splits if self.has_validation else {k: v for k, v in splits.items() if k != "val"}
 
     def eval_transform(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
         return normalize(x, self.mean, self.std)

@@ -57,4 +57,5 @@ class SyntheticDataModule(TensorDataModule):
         order = torch.randperm(self.n_samples, generator=torch.Generator().manual_seed(self.seed + 1))
         test, val = order[: self.test_size], order[self.test_size : self.test_size + self.val_size]
         train = order[self.test_size + self.val_size :]
-        return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[test], y[test])}
+        splits = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": (x[test], y[test])}
+        return splits if self.has_validation else {k: v for k, v in splits.items() if k != "val"}

@@ -66,7 +66,8 @@ def _describe(cfg: dict[str, Any]) -> str:
 def _best_checkpoint(run_dir: Path, summary: dict[str, Any]) -> Path | None:
     # The run dir's own first: a copied or moved run's summary still names the old place.
     given = summary.get("best_checkpoint")
-    for path in (run_dir / "checkpoints" / "best.ckpt", Path(given) if given else None):
+    for path in (run_dir / "checkpoints" / "best.ckpt", run_dir / "checkpoints" / "final.ckpt",
+                 Path(given) if given else None):
         if path is not None and path.is_file():
             return path
     return None
@@ -80,7 +81,8 @@ def _curves_subtitle(summary: dict[str, Any], stopped: bool) -> str:
     if m.get("val/acc_best") is not None:
         parts.append(f"best val acc {m['val/acc_best']:.2%}")
     if m.get("test/acc") is not None:
-        parts.append(f"test acc {m['test/acc']:.2%} (best checkpoint)")
+        which = "best" if m.get("val/acc_best") is not None else "final"
+        parts.append(f"test acc {m['test/acc']:.2%} ({which} checkpoint)")
     return ", ".join(parts)
 
 
@@ -123,11 +125,13 @@ def write_checkpoint_panels(run_dir: Path, ckpt: Path, split: str = "val", data_
 
     loaded = checkpoints.load(ckpt)
     dm = checkpoints.build_datamodule(ckpt, loaded.data, data_dir)
+    if split == "val" and not dm.has_validation:  # trained with data.val_size=0: nothing held out
+        split = "test"
     dm.setup()
     probs_t, y_t, _ = split_outputs(loaded.model, dm, split)
     probs, y = probs_t.numpy(), y_t.numpy()
     names = loaded.class_names
-    where = f"best.ckpt (epoch {loaded.epoch}) on the {SPLIT_NAMES[split]} split"
+    where = f"{ckpt.name} (epoch {loaded.epoch}) on the {SPLIT_NAMES[split]} split"
     cm = confusion_matrix(probs_t.argmax(1), y_t, len(names))
     written = [save_png(confusion_figure(cm, names, f"Confusion matrix: {where}"), run_dir / "confusion_matrix.png")]
     if dm.image_shape is None:
