@@ -27,6 +27,8 @@ from mlplab.config import ConfigError, validate
         (["optimizer=momentum", "optimizer.momentum=-0.9"], "optimizer.momentum=-0.9"),
         (["data.batch_size=0"], "data.batch_size=0: expected an integer > 0"),
         (["data.val_size=60000"], "data.val_size=60000: must be smaller than the 60000-image training set"),
+        (["data.val_size=-1"], "data.val_size=-1: expected an integer ≥ 0"),
+        (["data.val_size=0", "scheduler=plateau"], "scheduler.monitor='val/loss': needs a validation split"),
         (["data=synthetic", "data.n_classes=1"], "data.n_classes=1: expected an integer ≥ 2"),
         (["data=synthetic", "data.val_size=1600"], "data.val_size=1600: must be smaller than the 1600 samples"),
         (["data=synthetic", "data.kind=spirals"], "data.kind='spirals': expected one of clusters, random_labels"),

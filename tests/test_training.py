@@ -118,6 +118,25 @@ def test_early_stopping_is_reported_and_the_report_is_written(make_cfg, tmp_path
     assert (tmp_path / "run" / "confusion_matrix.png").is_file()
 
 
+def test_val_size_zero_fits_every_epoch_and_tests_the_final_checkpoint(make_cfg, tmp_path: Path) -> None:
+    # With validation, this early stopping would end the run after 2 epochs (see above).
+    returned = train(make_cfg([*SYNTH, "data.val_size=0", "trainer.max_epochs=4",
+                               "callbacks.early_stopping.patience=1", "callbacks.early_stopping.min_delta=10"]))
+    run = tmp_path / "run"
+    s = _summary(run)
+    assert s["status"] == "completed" and s["epochs"] == 4 and s["validation"] is False
+    assert returned is None and s["metrics"]["val/acc_best"] is None  # nothing chosen on validation
+    final = run / "checkpoints" / "final.ckpt"
+    assert s["best_checkpoint"] == str(final) and not (run / "checkpoints" / "best.ckpt").exists()
+    assert torch.load(final, weights_only=True)["epoch"] == 3 == s["best_epoch"]
+    assert s["metrics"]["test/acc"] > 0.7  # 3 classes: chance is 1/3
+    assert (run / "curves.png").is_file() and (run / "confusion_matrix.png").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert "train/acc" in acc.Tags()["scalars"] and "val/acc" not in acc.Tags()["scalars"]
+
+
 @pytest.mark.parametrize("flush", [False, True])
 def test_flush_denormal_is_applied_for_the_run(make_cfg, flush: bool) -> None:
     # Denormal Adam state made late epochs 2x slower on CPU (README "Speed"); a run must

@@ -59,6 +59,26 @@ def test_synthetic_splits_partition_the_samples() -> None:
     assert torch.equal(x, x2)
 
 
+@pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
+def test_val_size_zero_trains_on_all_60k_and_has_no_validation_split() -> None:
+    dm = MNISTDataModule(data_dir=str(DATA), val_size=0, seed=3)
+    dm.setup()
+    assert not dm.has_validation and set(dm.splits) == {"train", "test"}
+    full_x, full_y = load_split("mnist", DATA, "train")
+    assert torch.equal(dm.splits["train"][0], full_x) and torch.equal(dm.splits["train"][1], full_y)
+    with pytest.raises(ValueError, match="val_size=0"):
+        dm.val_dataloader()
+
+
+def test_synthetic_val_size_zero_keeps_the_test_split() -> None:
+    dm = SyntheticDataModule(n_samples=500, n_features=20, n_classes=3, val_size=0, test_size=50, seed=420)
+    dm.setup()
+    assert set(dm.splits) == {"train", "test"} and [len(dm.splits[k][1]) for k in ("train", "test")] == [450, 50]
+    held = SyntheticDataModule(n_samples=500, n_features=20, n_classes=3, val_size=100, test_size=50, seed=420)
+    held.setup()
+    assert torch.equal(dm.splits["test"][0], held.splits["test"][0])  # the same test set either way
+
+
 def test_batches_already_on_the_device_are_not_walked_again() -> None:
     dm = SyntheticDataModule(n_samples=500, n_features=20, n_classes=3, val_size=100, test_size=50, seed=420,
                              batches_per_call=4)

@@ -8,7 +8,8 @@ from pathlib import Path
 import inspection_support as support
 import pytest
 
-from conftest import DATA
+from conftest import DATA, FAST
+from mlplab.training import train
 
 # Session fixtures shared by the inspection tests (the runs train once per session).
 mnist_run = support.mnist_run
@@ -40,3 +41,20 @@ def test_eval_on_other_data_is_refused_in_one_line(mnist_run: Path, script, tmp_
     assert len(lines) == 1, proc.stderr
     assert "trained on classes [0, 1, 2, 3, …], but data fashion has classes [T-shirt/top" in lines[0]
     assert not out.exists()
+
+
+def test_a_final_fit_is_evaluated_on_test_and_refuses_val_in_one_line(make_cfg, script, tmp_path: Path) -> None:
+    train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "data.val_size=0", "report=false", *FAST]))
+    final = tmp_path / "run" / "checkpoints" / "final.ckpt"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    out = tmp_path / "eval"
+    proc = script("eval.py", f"ckpt_path={final}", f"hydra.run.dir={out}", "split=val")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "split=val" in lines[0] and "data.val_size=0" in lines[0] and "use split=test" in lines[0]
+    assert not (out / "eval.json").exists()
+    proc = script("eval.py", f"ckpt_path={final}", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "eval.json").read_text())
+    assert result["accuracy"] == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
