@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from mlplab.models.dropout import Dropout
 from mlplab.models.mlp import ACTIVATIONS, MLP
 
 
@@ -15,7 +16,7 @@ def test_shapes_and_parameter_count() -> None:
 def test_per_layer_activations_and_dropout_in_order() -> None:
     net = MLP(20, 3, hidden_sizes=[13, 8], activation=["relu", "sigmoid"], dropout=[0.1, 0.0])
     kinds = [type(m) for m in net.net]
-    assert kinds == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear, nn.Sigmoid, nn.Linear]
+    assert kinds == [nn.Linear, nn.ReLU, Dropout, nn.Linear, nn.Sigmoid, nn.Linear]
     assert net.net[2].p == pytest.approx(0.1)
 
 
@@ -61,3 +62,32 @@ def test_inits() -> None:
     net = MLP(1000, 10, hidden_sizes=[500], activation="tanh", init="xavier")
     bound = 5 / 3 * (6 / 1500) ** 0.5
     assert net.linears()[0].weight.abs().max().item() <= bound + 1e-6
+
+
+def test_cpu_dropout_keeps_the_right_share_scaled_to_the_same_mean() -> None:
+    drop = Dropout(0.2)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    # 10^6 draws: the kept share's std is 4e-4, so 0.8 ± 0.002 fails only for a wrong mask.
+    assert abs(kept.float().mean().item() - 0.8) < 0.002
+    assert abs(y.mean().item() - 1.0) < 0.003
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 65536 / (65536 - round(0.2 * 65536))))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient goes through the same mask and scale
+    # Independent draws: the rows' kept shares vary as binomial(1000, 0.8)/1000 would (the
+    # ratio's std is 0.045), and neighbours (which share 64-bit words) are uncorrelated (std 0.0014).
+    k = kept.float()
+    assert 0.8 < k.mean(1).var().item() / (0.16 / 1000) < 1.2
+    assert abs(torch.corrcoef(torch.stack([k.flatten()[0::2], k.flatten()[1::2]]))[0, 1].item()) < 0.01
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # seeded by torch's generator
+    assert not torch.equal(drop(x), y)
+
+
+def test_dropout_is_identity_in_eval_and_all_zero_at_p_one() -> None:
+    x = torch.randn(7, 5)
+    assert torch.equal(Dropout(0.5).eval()(x), x)
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
+    assert torch.equal(Dropout(0.0)(x), x)

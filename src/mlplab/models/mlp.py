@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from mlplab.models.dropout import Dropout
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -67,7 +69,7 @@ class MLP(nn.Module):
         dropouts = per_layer(dropout, n, "dropout")
         layers: list[nn.Module] = []
         if input_dropout > 0:
-            layers.append(nn.Dropout(input_dropout))
+            layers.append(Dropout(input_dropout))
         width = in_features
         for size, act, p in zip(hidden_sizes, activations, dropouts):
             layers.append(nn.Linear(width, size, bias=bias))
@@ -77,7 +79,7 @@ class MLP(nn.Module):
                 layers.append(nn.LayerNorm(size))
             layers.append(ACTIVATIONS[act]())
             if p > 0:
-                layers.append(nn.Dropout(p))
+                layers.append(Dropout(p))
             width = size
         # The output layer keeps its bias even when hidden layers drop theirs: the notes'
         # 20→13→8→3 network does exactly that.
