@@ -51,6 +51,7 @@ from mlplab.config import ConfigError, validate
         (["model.gradient_clip_algorithm=l2"], "model.gradient_clip_algorithm='l2': expected norm or value"),
         (["model.ema_decay=1.0"], "model.ema_decay=1.0: expected null or a value in (0, 1)"),
         (["model.ema_decay=0"], "model.ema_decay=0: expected null or a value in (0, 1)"),
+        (["model.mixup_alpha=-0.2"], "model.mixup_alpha=-0.2: expected a number ≥ 0"),
         (["flush_denormal=sometimes"], "flush_denormal='sometimes': expected true or false"),
     ],
 )

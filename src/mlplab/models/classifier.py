@@ -69,6 +69,7 @@ class Classifier(L.LightningModule):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
         ema_decay: float | None = None,
+        mixup_alpha: float = 0.0,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
     ) -> None:
@@ -98,6 +99,10 @@ class Classifier(L.LightningModule):
         # checkpoint chosen on validation and its test score are the average's; `net` keeps
         # training, and both are saved, so a resumed run continues exactly.
         self.ema_decay = ema_decay
+        # Mixup (Zhang et al. 2018): each training batch becomes lam·x + (1 − lam)·x[perm], its
+        # loss the same mix of both labels' losses, lam ~ Beta(alpha, alpha). It needs the
+        # labels, so it lives here rather than in `data.augment`, after that has run.
+        self.mixup_alpha = mixup_alpha
         self.ema_net: MLP | None = None
         self._ema_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         if ema_decay is not None:
@@ -162,10 +167,25 @@ class Classifier(L.LightningModule):
             losses.append(loss)
         return torch.stack(losses) if losses else None
 
-    def objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(logits, data loss, data loss + penalties, l1 term, l2 term) of one batch."""
+    def _mixup(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(mixed batch, partner labels, lam); lam and the pairing come from torch's seeded RNG."""
+        alpha = torch.tensor(float(self.mixup_alpha))
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        perm = torch.randperm(len(x), device=x.device)
+        return x * lam + x[perm] * (1.0 - lam), y[perm], lam
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor,
+                  mix: tuple[torch.Tensor, float] | None = None) -> tuple[torch.Tensor, ...]:
+        """(logits, data loss, data loss + penalties, l1 term, l2 term) of one batch.
+
+        `mix` = (partner labels, lam) for a batch mixed by `_mixup`: the data loss is the same
+        mix of the two labels' losses.
+        """
         out = self(x)
         loss = self.data_loss(out, y)
+        if mix is not None:
+            y_b, lam = mix
+            loss = lam * loss + (1.0 - lam) * self.data_loss(out, y_b)
         total = loss
         l1 = l2 = loss.new_zeros(())
         if self.l1 > 0:
@@ -177,7 +197,11 @@ class Classifier(L.LightningModule):
         return out, loss, total, l1, l2
 
     def _step(self, opt: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out, loss, total, l1, l2 = self.objective(x, y)
+        mix = None
+        if self.mixup_alpha > 0:
+            x, y_b, lam = self._mixup(x, y)
+            mix = (y_b, lam)
+        out, loss, total, l1, l2 = self.objective(x, y, mix)
         opt.zero_grad(set_to_none=True)
         if self._direct:
             total.backward()
@@ -201,7 +225,11 @@ class Classifier(L.LightningModule):
         loss = loss.detach()
         steps = self._epoch_steps
         with torch.no_grad():
-            steps["correct"].append((out.argmax(1) == y).sum())
+            pred = out.argmax(1)
+            if mix is None:
+                steps["correct"].append((pred == y).sum())
+            else:  # credit for each label in proportion to its share of the input
+                steps["correct"].append(lam * (pred == y).sum() + (1.0 - lam) * (pred == mix[0]).sum())
         steps["loss"].append(loss)
         if self.l1 > 0:
             steps["l1"].append(l1.detach())
