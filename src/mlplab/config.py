@@ -97,7 +97,7 @@ def _check_model(m: Mapping[str, Any]) -> None:
     for key in ("input_dropout", "label_smoothing"):
         if not (_is_number(m.get(key, 0)) and 0 <= m.get(key, 0) < 1):
             _fail(f"model.{key}", m.get(key), "expected a value in [0, 1)")
-    for key in ("l1", "l2"):
+    for key in ("l1", "l2", "mixup_alpha"):
         if not (_is_number(m.get(key, 0)) and m.get(key, 0) >= 0):
             _fail(f"model.{key}", m.get(key), "expected a number ≥ 0")
     if m.get("max_norm") is not None and not (_is_number(m["max_norm"]) and m["max_norm"] > 0):
@@ -106,8 +106,6 @@ def _check_model(m: Mapping[str, Any]) -> None:
         _fail("model.gradient_clip_val", m["gradient_clip_val"], "expected null or a number > 0")
     if m.get("ema_decay") is not None and not (_is_number(m["ema_decay"]) and 0 < m["ema_decay"] < 1):
         _fail("model.ema_decay", m["ema_decay"], "expected null or a value in (0, 1), e.g. 0.999")
-    if not (_is_number(m.get("mixup_alpha", 0)) and m.get("mixup_alpha", 0) >= 0):
-        _fail("model.mixup_alpha", m.get("mixup_alpha"), "expected a number ≥ 0 (0: off; e.g. 0.2)")
     if m.get("gradient_clip_algorithm", "norm") not in ("norm", "value"):
         _fail("model.gradient_clip_algorithm", m.get("gradient_clip_algorithm"), "expected norm or value")
     if m.get("init") == "normal" and not (_is_number(m.get("init_std")) and m["init_std"] > 0):
