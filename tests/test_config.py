@@ -52,6 +52,8 @@ from mlplab.config import ConfigError, validate
         (["model.ema_decay=1.0"], "model.ema_decay=1.0: expected null or a value in (0, 1)"),
         (["model.ema_decay=0"], "model.ema_decay=0: expected null or a value in (0, 1)"),
         (["model.mixup_alpha=-0.2"], "model.mixup_alpha=-0.2: expected a number ≥ 0"),
+        (["model.members=0"], "model.members=0: expected an integer ≥ 1"),
+        (["model.members=2.5"], "model.members=2.5: expected an integer ≥ 1"),
         (["flush_denormal=sometimes"], "flush_denormal='sometimes': expected true or false"),
     ],
 )

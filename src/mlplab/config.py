@@ -100,6 +100,9 @@ def _check_model(m: Mapping[str, Any]) -> None:
     for key in ("l1", "l2", "mixup_alpha"):
         if not (_is_number(m.get(key, 0)) and m.get(key, 0) >= 0):
             _fail(f"model.{key}", m.get(key), "expected a number ≥ 0")
+    members = m.get("members", 1)
+    if not (isinstance(members, int) and not isinstance(members, bool) and members >= 1):
+        _fail("model.members", members, "expected an integer ≥ 1 (1: a single MLP)")
     if m.get("max_norm") is not None and not (_is_number(m["max_norm"]) and m["max_norm"] > 0):
         _fail("model.max_norm", m["max_norm"], "expected null or a number > 0")
     if m.get("gradient_clip_val") is not None and not (_is_number(m["gradient_clip_val"]) and m["gradient_clip_val"] > 0):

@@ -56,7 +56,8 @@ def _describe(cfg: dict[str, Any]) -> str:
         parts.append(data)
     model = cfg.get("model") or {}
     if "hidden_sizes" in model:
-        parts.append(f"MLP {model['hidden_sizes']} {model.get('activation', '')}".strip())
+        members = f" ×{model['members']}" if model.get("members", 1) > 1 else ""
+        parts.append(f"MLP {model['hidden_sizes']} {model.get('activation', '')}{members}".strip())
     opt = cfg.get("optimizer") or {}
     if name := target(opt):
         parts.append(f"{name} lr={opt['lr']}" if "lr" in opt else name)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mlplab.models.ensemble import Ensemble
 from mlplab.models.mlp import MLP
 from mlplab.models.regularization import (
     apply_max_norm,
@@ -70,6 +71,7 @@ class Classifier(L.LightningModule):
         gradient_clip_algorithm: str = "norm",
         ema_decay: float | None = None,
         mixup_alpha: float = 0.0,
+        members: int = 1,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
     ) -> None:
@@ -77,19 +79,23 @@ class Classifier(L.LightningModule):
         super().__init__()
         hparams = {k: _plain(v) for k, v in args.items() if k not in ("self", "__class__")}
         self.save_hyperparameters(hparams)
-        self.net = MLP(
-            in_features=in_features,
-            n_classes=n_classes,
-            hidden_sizes=list(hidden_sizes),
-            activation=_plain(activation),
-            dropout=_plain(dropout),
-            input_dropout=input_dropout,
-            norm=norm,
-            bias=bias,
-            init=init,
-            init_std=init_std,
-            log_softmax=loss == "nll",
-        )
+        def mlp() -> MLP:
+            return MLP(
+                in_features=in_features,
+                n_classes=n_classes,
+                hidden_sizes=list(hidden_sizes),
+                activation=_plain(activation),
+                dropout=_plain(dropout),
+                input_dropout=input_dropout,
+                norm=norm,
+                bias=bias,
+                init=init,
+                init_std=init_std,
+                log_softmax=loss == "nll",
+            )
+
+        # One MLP keeps the state-dict keys of checkpoints written before `members` existed.
+        self.net: MLP | Ensemble = mlp() if members == 1 else Ensemble([mlp() for _ in range(members)])
         self.l1, self.l2, self.max_norm = l1, l2, max_norm
         self.loss_name, self.label_smoothing = loss, label_smoothing
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
@@ -103,7 +109,7 @@ class Classifier(L.LightningModule):
         # loss the same mix of both labels' losses, lam ~ Beta(alpha, alpha). It needs the
         # labels, so it lives here rather than in `data.augment`, after that has run.
         self.mixup_alpha = mixup_alpha
-        self.ema_net: MLP | None = None
+        self.ema_net: MLP | Ensemble | None = None
         self._ema_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
         if ema_decay is not None:
             self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
@@ -179,20 +185,27 @@ class Classifier(L.LightningModule):
         """(logits, data loss, data loss + penalties, l1 term, l2 term) of one batch.
 
         `mix` = (partner labels, lam) for a batch mixed by `_mixup`: the data loss is the same
-        mix of the two labels' losses.
+        mix of the two labels' losses. With `members` > 1 everything is the mean over members
+        of each member's own objective, and the logits are the ensemble's.
         """
-        out = self(x)
-        loss = self.data_loss(out, y)
+        if isinstance(self.net, Ensemble):
+            members = self.net.member_outputs(x)
+            k = members.shape[0]
+            out, per_member = self.net.combine(members.detach()), members.flatten(0, 1)
+        else:
+            k, out = 1, self(x)
+            per_member = out
+        loss = self.data_loss(per_member, y if k == 1 else y.repeat(k))
         if mix is not None:
             y_b, lam = mix
-            loss = lam * loss + (1.0 - lam) * self.data_loss(out, y_b)
+            loss = lam * loss + (1.0 - lam) * self.data_loss(per_member, y_b if k == 1 else y_b.repeat(k))
         total = loss
         l1 = l2 = loss.new_zeros(())
         if self.l1 > 0:
-            l1 = self.l1 * l1_penalty(self._weights)
+            l1 = self.l1 * l1_penalty(self._weights) / k
             total = total + l1
         if self.l2 > 0:
-            l2 = self.l2 * l2_penalty(self._weights)
+            l2 = self.l2 * l2_penalty(self._weights) / k
             total = total + l2
         return out, loss, total, l1, l2
 
