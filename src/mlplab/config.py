@@ -143,6 +143,7 @@ def _check_data(d: Mapping[str, Any]) -> None:
         if not (_is_number(d.get("std", 1)) and d.get("std", 1) > 0):
             _fail("data.std", d.get("std"), "expected a number > 0")
         _check_augment(d.get("augment") or {})
+        _check_tta(d.get("tta") or {})
 
 
 def _check_augment(a: Mapping[str, Any]) -> None:
@@ -162,6 +163,15 @@ def _check_augment(a: Mapping[str, Any]) -> None:
         _fail("data.augment.erase", a.get("erase"), "expected a probability in [0, 1]")
     if a.get("elastic_sigma", 4.0) <= 0:
         _fail("data.augment.elastic_sigma", a.get("elastic_sigma"), "expected a number > 0 (pixels)")
+
+
+def _check_tta(t: Mapping[str, Any]) -> None:
+    if not isinstance(t, (Mapping, DictConfig)):
+        _fail("data.tta", t, "expected a mapping of test-time views, e.g. {shift: 1}")
+    check_signature("data.tta", {"_target_": "mlplab.data.augment.TestViews", **t})
+    shift = t.get("shift", 0)
+    if not (isinstance(shift, int) and not isinstance(shift, bool) and 0 <= shift <= 8):
+        _fail("data.tta.shift", shift, "expected an integer in [0, 8]")
 
 
 def _check_optimizer(o: Mapping[str, Any]) -> None:

@@ -114,9 +114,11 @@ def format_evaluation(ev: Evaluation) -> str:
 
 @torch.no_grad()
 def predict_proba(model: Classifier, features: torch.Tensor, batch_size: int = PREDICT_BATCH) -> torch.Tensor:
-    """Class probabilities [N, C], a few thousand rows per model call."""
+    """Class probabilities [N, C] of [N, F] features, or of [views, N, F] (`data.tta`), a few
+    thousand rows per model call."""
     model.eval()
-    out = [model.predict_step(features[i : i + batch_size], i) for i in range(0, len(features), batch_size)]
+    n = features.shape[-2]
+    out = [model.predict_step(features[..., i : i + batch_size, :], i) for i in range(0, n, batch_size)]
     return torch.cat(out) if out else features.new_zeros((0, model.hparams.n_classes))
 
 

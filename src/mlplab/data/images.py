@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from mlplab.data.augment import Augment
+from mlplab.data.augment import Augment, TestViews
 from mlplab.data.base import TensorDataModule, seeded_split
 from mlplab.data.sources import DATASETS, load_split, provision, raw_dir, verify
 
@@ -30,16 +30,19 @@ class ImageDataModule(TensorDataModule):
         mean: float = 0.0,
         std: float = 1.0,
         augment: Mapping[str, Any] | None = None,
+        tta: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, seed, batches_per_call)
         # A plain dict, not Hydra's DictConfig: checkpoints load with `weights_only=True`.
-        augment = dict(augment or {})
-        self.save_hyperparameters(ignore=["augment"])
+        augment, tta = dict(augment or {}), dict(tta or {})
+        self.save_hyperparameters(ignore=["augment", "tta"])
         self.hparams["augment"] = augment
+        self.hparams["tta"] = tta
         self.data_dir = data_dir
         self.val_size = val_size
         self.mean, self.std = mean, std
         self.augment = Augment(**augment)
+        self.views = TestViews(**tta)
         spec = DATASETS[self.dataset]
         self.class_names = tuple(spec.class_names)
         self.n_classes = len(self.class_names)
@@ -61,7 +64,11 @@ class ImageDataModule(TensorDataModule):
         return splits if self.has_validation else {k: v for k, v in splits.items() if k != "val"}
 
     def eval_transform(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-        return normalize(x, self.mean, self.std)
+        """[B, 784], or [views, B, 784] with `data.tta` (the classifier averages the views)."""
+        if not self.views.active:
+            return normalize(x, self.mean, self.std)
+        views = self.views(x)
+        return normalize(views.flatten(0, 1), self.mean, self.std).view(views.shape[0], x.shape[0], -1)
 
     def train_transform(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         if self.augment.active:

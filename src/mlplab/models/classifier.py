@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mlplab.models.ensemble import Ensemble
+from mlplab.models.ensemble import Ensemble, log_mean_prob
 from mlplab.models.mlp import MLP
 from mlplab.models.regularization import (
     apply_max_norm,
@@ -136,9 +136,14 @@ class Classifier(L.LightningModule):
         self.val_acc_best.persistent(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.ema_net is not None and not self.training:
-            return self.ema_net(x)
-        return self.net(x)
+        """Logits [B, C]; or, for a [views, B, features] batch (`data.tta`), the log of the
+        mean class probability over the views."""
+        net = self.ema_net if self.ema_net is not None and not self.training else self.net
+        if x.dim() != 3:
+            return net(x)
+        v, b = x.shape[:2]
+        # One batch of all views: a [views, B, C] input would mean something else to batchnorm.
+        return log_mean_prob(net(x.reshape(v * b, -1)).view(v, b, -1), v)
 
     @torch.no_grad()
     def _update_ema(self) -> None:

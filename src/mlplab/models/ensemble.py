@@ -12,6 +12,13 @@ from torch import nn
 from mlplab.models.mlp import MLP
 
 
+def log_mean_prob(outputs: torch.Tensor, n: int) -> torch.Tensor:
+    """log(mean over dim 0 of softmax) of [n, batch, classes] logits or log-probabilities:
+    how ensemble members and test-time views (`data.tta`) are combined. `n` is passed as an
+    int so that a traced graph (TensorBoard's) keeps it a constant."""
+    return torch.logsumexp(F.log_softmax(outputs, dim=-1), dim=0) - math.log(n)
+
+
 class Ensemble(nn.Module):
     """`members` independently initialised MLPs on the same batches, each with its own loss
     and dropout masks; they predict by averaging their class probabilities.
@@ -33,7 +40,7 @@ class Ensemble(nn.Module):
 
     def combine(self, outputs: torch.Tensor) -> torch.Tensor:
         """log(mean over members of softmax) from [members, batch, classes] outputs."""
-        return torch.logsumexp(F.log_softmax(outputs, dim=-1), dim=0) - math.log(len(self.members))
+        return log_mean_prob(outputs, len(self.members))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.combine(self.member_outputs(x))
