@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from conftest import DATA, FAST, have_data
 from mlplab import checkpoints
 from mlplab.data.augment import TestViews
 from mlplab.data.images import MNISTDataModule
-from mlplab.evaluation import evaluate, predict_proba
+from mlplab.evaluation import evaluate, predict_proba, predict_to_csv
 from mlplab.models.classifier import Classifier
 from mlplab.training import train
 
@@ -63,3 +64,7 @@ def test_a_run_with_tta_scores_validation_and_test_on_the_views_and_its_checkpoi
     with torch.no_grad():
         probs = torch.stack([F.softmax(loaded.model.net(plain.eval_transform(v)), dim=1) for v in shifted]).mean(0)
     assert ev.accuracy == pytest.approx((probs.argmax(1) == y).float().mean().item(), abs=1e-6)
+    # src/predict.py's path gets the same views.
+    np.save(tmp_path / "five.npy", x[:5].numpy())
+    _, predicted, _ = predict_to_csv(path, tmp_path / "five.npy", tmp_path / "five.csv")
+    torch.testing.assert_close(predicted, probs[:5])
