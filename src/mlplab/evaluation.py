@@ -11,7 +11,7 @@ import csv
 import io
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,12 +113,20 @@ def format_evaluation(ev: Evaluation) -> str:
 
 
 @torch.no_grad()
-def predict_proba(model: Classifier, features: torch.Tensor, batch_size: int = PREDICT_BATCH) -> torch.Tensor:
+def predict_proba(model: Classifier, features: torch.Tensor, batch_size: int = PREDICT_BATCH,
+                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Class probabilities [N, C] of [N, F] features, or of [views, N, F] (`data.tta`), a few
-    thousand rows per model call."""
+    thousand rows per model call. With `transform` (a datamodule's `eval_transform`), `features`
+    are raw inputs [N, ...] transformed a batch at a time, so that test-time views of a large
+    input never exist all at once."""
     model.eval()
-    n = features.shape[-2]
-    out = [model.predict_step(features[..., i : i + batch_size, :], i) for i in range(0, n, batch_size)]
+    if transform is not None:
+        n = len(features)
+        batches = (transform(features[i : i + batch_size]) for i in range(0, n, batch_size))
+    else:
+        n = features.shape[-2]
+        batches = (features[..., i : i + batch_size, :] for i in range(0, n, batch_size))
+    out = [model.predict_step(x, i) for i, x in enumerate(batches)]
     return torch.cat(out) if out else features.new_zeros((0, model.hparams.n_classes))
 
 
@@ -395,7 +403,7 @@ def predict_to_csv(
     loaded = checkpoints.load(ckpt_path)
     dm = checkpoints.build_datamodule(Path(ckpt_path), loaded.data)
     ids, raw = read_inputs(inputs, dm.image_shape, loaded.in_features, invert)
-    probs = predict_proba(loaded.model, dm.eval_transform(raw), batch_size)
+    probs = predict_proba(loaded.model, raw, batch_size, transform=dm.eval_transform)
     write_atomic(out, predictions_csv(ids, probs, loaded.class_names))
     return ids, probs, loaded.class_names
 

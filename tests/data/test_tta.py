@@ -33,6 +33,22 @@ def test_views_are_the_image_its_four_one_pixel_moves_and_its_mirror() -> None:
     assert TestViews(shift=2)(x).shape[0] == 5 and not TestViews().active
 
 
+def test_an_image_datamodule_with_tta_hands_evaluation_every_view() -> None:
+    x = torch.randint(0, 256, (2, 28, 28), dtype=torch.uint8)
+    dm = MNISTDataModule(mean=0.1, std=0.3, tta={"shift": 1, "hflip": True})  # no data needed
+    views = dm.eval_transform(x)
+    assert views.shape == (6, 2, 784)
+    plain = MNISTDataModule(mean=0.1, std=0.3)
+    torch.testing.assert_close(views[0], plain.eval_transform(x))
+    torch.testing.assert_close(views[5], plain.eval_transform(x.flip(-1)))
+    assert plain.eval_transform(x).shape == (2, 784)
+    # Prediction transforms a batch at a time and gives the same probabilities.
+    model = Classifier(784, 10, hidden_sizes=[8]).eval()
+    raw = torch.randint(0, 256, (7, 28, 28), dtype=torch.uint8)
+    torch.testing.assert_close(predict_proba(model, raw, batch_size=3, transform=dm.eval_transform),
+                               predict_proba(model, dm.eval_transform(raw)))
+
+
 @pytest.mark.parametrize("norm", ["none", "batchnorm"])
 def test_the_classifier_scores_views_by_their_mean_probability(norm: str) -> None:
     torch.manual_seed(0)

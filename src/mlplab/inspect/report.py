@@ -56,7 +56,8 @@ def _describe(cfg: dict[str, Any]) -> str:
         parts.append(data)
     model = cfg.get("model") or {}
     if "hidden_sizes" in model:
-        members = f" ×{model['members']}" if model.get("members", 1) > 1 else ""
+        k = model.get("members", 1)
+        members = f" ×{k}" if isinstance(k, int) and k > 1 else ""
         parts.append(f"MLP {model['hidden_sizes']} {model.get('activation', '')}{members}".strip())
     opt = cfg.get("optimizer") or {}
     if name := target(opt):

@@ -190,8 +190,10 @@ class Classifier(L.LightningModule):
         """(logits, data loss, data loss + penalties, l1 term, l2 term) of one batch.
 
         `mix` = (partner labels, lam) for a batch mixed by `_mixup`: the data loss is the same
-        mix of the two labels' losses. With `members` > 1 everything is the mean over members
-        of each member's own objective, and the logits are the ensemble's.
+        mix of the two labels' losses. With `members` > 1 the logits are the ensemble's, the
+        data loss and penalty terms (what is logged) are the mean over members, and the total
+        (what is differentiated) is the sum of the members' own objectives, so that each
+        member's gradient is exactly its own, whatever the optimizer does with its scale.
         """
         if isinstance(self.net, Ensemble):
             members = self.net.member_outputs(x)
@@ -212,6 +214,8 @@ class Classifier(L.LightningModule):
         if self.l2 > 0:
             l2 = self.l2 * l2_penalty(self._weights) / k
             total = total + l2
+        if k > 1:
+            total = total * k
         return out, loss, total, l1, l2
 
     def _step(self, opt: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -225,7 +229,14 @@ class Classifier(L.LightningModule):
             total.backward()
         else:
             self.manual_backward(total)
-        if self.gradient_clip_val:
+        if self.gradient_clip_val and isinstance(self.net, Ensemble):
+            # Per member: one member's spike must not shrink the others' steps.
+            for member in self.net.members:
+                if self.gradient_clip_algorithm == "norm":
+                    torch.nn.utils.clip_grad_norm_(member.parameters(), self.gradient_clip_val)
+                else:
+                    torch.nn.utils.clip_grad_value_(member.parameters(), self.gradient_clip_val)
+        elif self.gradient_clip_val:
             self.clip_gradients(opt, self.gradient_clip_val, self.gradient_clip_algorithm)
         if self._direct:
             # The step and Lightning's step counting (global_step, max_steps), without its
