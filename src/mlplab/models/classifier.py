@@ -142,7 +142,7 @@ class Classifier(L.LightningModule):
         if x.dim() != 3:
             return net(x)
         v, b = x.shape[:2]
-        # One batch of all views: a [views, B, C] input would mean something else to batchnorm.
+        # One batch of all views: batchnorm would read a [views, B, F] input as [N, C, L].
         return log_mean_prob(net(x.reshape(v * b, -1)).view(v, b, -1), v)
 
     @torch.no_grad()
