@@ -181,6 +181,7 @@ def load(path: str | Path) -> LoadedCheckpoint:
     state = ckpt["state_dict"]
     _describe_mismatch(p, model, state, args)
     model.load_state_dict(state, strict=True)
+    model.use_precision(ckpt["hyper_parameters"].get("precision"))
     model.eval()
     epoch = ckpt.get("epoch")
     return LoadedCheckpoint(p, model, args, data, names, int(epoch) if isinstance(epoch, int) else None)

@@ -41,6 +41,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     # What eval.py and predict.py need to rebuild the data side from the checkpoint alone.
     model.hparams["data"] = _container(cfg.data)
     model.hparams["class_names"] = list(datamodule.class_names)
+    model.use_precision(str(cfg.trainer.precision))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
     if not loggers:  # it only writes to loggers, and Lightning refuses it without one
@@ -108,6 +109,26 @@ def skip_failing_nvml_probe() -> None:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK")
 
 
+def cpu_has_bf16() -> bool | None:
+    """Whether this CPU has bf16 arithmetic in hardware (AMX or AVX-512 BF16; Linux only,
+    None when it cannot tell)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def warn_slow_precision(trainer: L.Trainer) -> None:
+    """bf16 autocast pays off on a CPU only with bf16 hardware; without it, bf16 matrix
+    products are emulated and usually slower than 32-bit (README "Speed")."""
+    precision = str(trainer.precision)
+    if precision.startswith("bf16") and trainer.strategy.root_device.type == "cpu" and cpu_has_bf16() is False:
+        log.warning("trainer.precision=%s on a CPU without bf16 hardware (no AMX or AVX-512 BF16): its "
+                    "matrix products are emulated and usually slower; trainer.precision=32-true is "
+                    "likely faster here", precision)
+
+
 def _route_lightning_logs() -> None:
     """Lightning adds its own console handler; Hydra's root handlers already print and write
     train.log, so without this every Lightning message appears twice."""
@@ -166,6 +187,7 @@ def train(cfg: DictConfig) -> float | None:
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    warn_slow_precision(trainer)
     if cfg.get("ckpt_path"):
         _check_resumable(cfg.ckpt_path, model)
 

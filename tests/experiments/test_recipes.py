@@ -1,4 +1,4 @@
-"""`experiment=mnist_best` and `experiment=fashion_best` build what README "Recipes" describes
+"""`experiment=mnist_best`, `fashion_best` and `fashion_ensemble` build what README "Recipes" describes
 and learn: a short run of each is far above chance. (The full runs are measured, not tested:
 README "Recipes".)"""
 
@@ -17,6 +17,7 @@ from mlplab.training import build, train
 RECIPES = {
     "mnist_best": ("MNISTDataModule", [1024, 1024], dict(shift=2, rotate=8.0, scale=0.08, elastic_alpha=0.0, hflip=False)),
     "fashion_best": ("FashionMNISTDataModule", [1024, 1024], dict(hflip=True, erase=0.5, shift=0)),
+    "fashion_ensemble": ("FashionMNISTDataModule", [1024, 1024], dict(hflip=True, erase=0.5, shift=0)),
 }
 
 
@@ -34,6 +35,16 @@ def test_recipe_builds_its_data_model_and_schedule(name: str, make_cfg) -> None:
     assert early.patience >= trainer.max_epochs
     assert model.hparams.optimizer["_target_"] == "torch.optim.AdamW"
     assert model.hparams.scheduler["scheduler"]["_target_"] == "torch.optim.lr_scheduler.OneCycleLR"
+
+
+def test_fashion_ensemble_is_fashion_best_with_three_bf16_members(make_cfg) -> None:
+    best = make_cfg(["experiment=fashion_best"])
+    ens = make_cfg(["experiment=fashion_ensemble"])
+    assert (ens.model.members, ens.trainer.precision) == (3, "bf16-mixed")
+    assert (best.model.members, best.trainer.precision) == (1, "32-true")
+    ens.model.members, ens.trainer.precision = best.model.members, best.trainer.precision
+    for group in ("data", "model", "optimizer", "scheduler", "trainer", "callbacks"):
+        assert ens[group] == best[group], group
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

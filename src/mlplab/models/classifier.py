@@ -27,6 +27,8 @@ from mlplab.models.regularization import (
 )
 
 LOSSES = ("cross_entropy", "nll")
+# `trainer.precision` values whose forward pass runs under autocast, and its dtype.
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -120,6 +122,7 @@ class Classifier(L.LightningModule):
         self.automatic_optimization = False
         self._monitor: tuple[str | None, bool] = (None, True)
         self._direct = False
+        self._autocast: torch.dtype | None = None
 
         # Training metrics: per-step tensors kept on the device and reduced once per epoch.
         # A per-step `self.log`, metric update or running sum is Python work and a possible
@@ -135,9 +138,23 @@ class Classifier(L.LightningModule):
         # Saved in checkpoints so a resumed run keeps its best-so-far.
         self.val_acc_best.persistent(True)
 
+    def use_precision(self, precision: str | None) -> None:
+        """Record the run's `trainer.precision` (saved in the checkpoint). A model trained with
+        mixed precision then also runs under its autocast outside a trainer (`src/eval.py`,
+        `src/predict.py`), so that a checkpoint scores exactly what its run reported."""
+        self.hparams["precision"] = precision
+        self._autocast = AUTOCAST.get(str(precision))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [B, C]; or, for a [views, B, features] batch (`data.tta`), the log of the
         mean class probability over the views."""
+        if self._autocast is not None and not torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, dtype=self._autocast):
+                out = self._forward(x)
+            return out.float()  # as the trainer's loss and metrics read it: upcast, exact
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.ema_net if self.ema_net is not None and not self.training else self.net
         if x.dim() != 3:
             return net(x)

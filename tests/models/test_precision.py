@@ -1,0 +1,65 @@
+"""`trainer.precision=bf16-mixed`: a checkpoint evaluates under the autocast it was trained
+with, so `src/eval.py` reproduces its run's test figures; a CPU without bf16 hardware is warned."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+import mlplab.training
+from conftest import FAST
+from mlplab.checkpoints import build_datamodule, load
+from mlplab.evaluation import evaluate
+from mlplab.models.classifier import Classifier
+from mlplab.training import train, warn_slow_precision
+
+
+def test_a_mixed_precision_model_runs_under_its_autocast_outside_a_trainer() -> None:
+    torch.manual_seed(0)
+    model = Classifier(20, 3, hidden_sizes=[64]).eval()
+    x = torch.randn(32, 20)
+    full = model(x)
+    model.use_precision("bf16-mixed")
+    out = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = model(x)  # inside a trainer's autocast: not wrapped again
+        expected = model._forward(x).float()
+    assert out.dtype == torch.float32 and torch.equal(out, expected)
+    assert inside.dtype == torch.bfloat16 and torch.equal(inside.float(), out)
+    assert not torch.allclose(out, full, atol=1e-4)  # bf16 products really ran
+    model.use_precision("32-true")
+    assert torch.equal(model(x), full)
+
+
+def test_a_bf16_run_is_reproduced_by_evaluating_its_checkpoint(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg(["data=synthetic", "model.hidden_sizes=[32]", "model.members=2",
+                    "trainer.precision=bf16-mixed", *FAST, "report=false"]))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["metrics"]["test/acc"] > 0.7  # 3 classes: chance is 1/3
+    path = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    loaded = load(path)
+    assert loaded.model.hparams["precision"] == "bf16-mixed"
+    ev = evaluate(loaded.model, build_datamodule(path, loaded.data), "test")
+    assert ev.accuracy == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
+    # The loss tells bf16 from 32-bit products where a small model's accuracy may not.
+    assert ev.loss == pytest.approx(summary["metrics"]["test/loss"], abs=1e-6)
+    loaded.model.use_precision(None)
+    full = evaluate(loaded.model, build_datamodule(path, loaded.data), "test")
+    assert full.loss != pytest.approx(summary["metrics"]["test/loss"], abs=1e-6)
+
+
+@pytest.mark.parametrize(("precision", "has_bf16", "warned"), [
+    ("bf16-mixed", False, True), ("bf16-mixed", True, False), ("bf16-mixed", None, False), ("32-true", False, False),
+])
+def test_bf16_on_a_cpu_without_bf16_hardware_is_warned(precision: str, has_bf16: bool | None, warned: bool,
+                                                        monkeypatch, caplog) -> None:
+    monkeypatch.setattr(mlplab.training, "cpu_has_bf16", lambda: has_bf16)
+    trainer = L.Trainer(accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False)
+    with caplog.at_level(logging.WARNING, logger="mlplab.training"):
+        warn_slow_precision(trainer)
+    assert ("trainer.precision=bf16-mixed" in caplog.text) is warned
