@@ -41,7 +41,6 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     # What eval.py and predict.py need to rebuild the data side from the checkpoint alone.
     model.hparams["data"] = _container(cfg.data)
     model.hparams["class_names"] = list(datamodule.class_names)
-    model.use_precision(str(cfg.trainer.precision))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
     if not loggers:  # it only writes to loggers, and Lightning refuses it without one
@@ -61,6 +60,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         enable_model_summary="ModelSummary" in kinds or "RichModelSummary" in kinds,
         **no_validation,
     )
+    # As Lightning resolved it: its aliases ("bf16", 16) become "bf16-mixed", "16-mixed".
+    model.use_precision(str(trainer.precision))
     return datamodule, model, trainer
 
 
@@ -109,14 +110,14 @@ def skip_failing_nvml_probe() -> None:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK")
 
 
-def cpu_has_bf16() -> bool | None:
-    """Whether this CPU has bf16 arithmetic in hardware (AMX or AVX-512 BF16; Linux only,
-    None when it cannot tell)."""
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether this CPU has bf16 arithmetic in hardware (x86: AMX or AVX-512 BF16; Arm:
+    `bf16`), from Linux's cpuinfo flags; None when it cannot tell."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        flags = set(cpuinfo.read_text().split())
     except OSError:
         return None
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool(flags & {"amx_bf16", "avx512_bf16", "bf16"})
 
 
 def warn_slow_precision(trainer: L.Trainer) -> None:
@@ -124,7 +125,7 @@ def warn_slow_precision(trainer: L.Trainer) -> None:
     products are emulated and usually slower than 32-bit (README "Speed")."""
     precision = str(trainer.precision)
     if precision.startswith("bf16") and trainer.strategy.root_device.type == "cpu" and cpu_has_bf16() is False:
-        log.warning("trainer.precision=%s on a CPU without bf16 hardware (no AMX or AVX-512 BF16): its "
+        log.warning("trainer.precision=%s on a CPU without bf16 hardware (AMX, AVX-512 BF16): its "
                     "matrix products are emulated and usually slower; trainer.precision=32-true is "
                     "likely faster here", precision)
 
@@ -268,6 +269,7 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float |
             **{f"optimizer.{k}": v for k, v in _container(cfg.optimizer).items()
                if not k.startswith("_") and isinstance(v, (int, float, str, bool))},
             "data.batch_size": cfg.data.batch_size,
+            "trainer.precision": str(trainer.precision),
             "seed": cfg.seed,
         }
         params = {k: ("None" if v is None else v) for k, v in params.items()}

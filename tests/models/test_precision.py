@@ -16,7 +16,7 @@ from conftest import FAST
 from mlplab.checkpoints import build_datamodule, load
 from mlplab.evaluation import evaluate
 from mlplab.models.classifier import Classifier
-from mlplab.training import train, warn_slow_precision
+from mlplab.training import cpu_has_bf16, train, warn_slow_precision
 
 
 def test_a_mixed_precision_model_runs_under_its_autocast_outside_a_trainer() -> None:
@@ -36,9 +36,11 @@ def test_a_mixed_precision_model_runs_under_its_autocast_outside_a_trainer() -> 
     assert torch.equal(model(x), full)
 
 
-def test_a_bf16_run_is_reproduced_by_evaluating_its_checkpoint(make_cfg, tmp_path: Path) -> None:
-    train(make_cfg(["data=synthetic", "model.hidden_sizes=[32]", "model.members=2",
-                    "trainer.precision=bf16-mixed", *FAST, "report=false"]))
+@pytest.mark.parametrize(("precision", "members"), [("bf16-mixed", 2), ("bf16", 1)])  # "bf16": Lightning's alias
+def test_a_bf16_run_is_reproduced_by_evaluating_its_checkpoint(precision: str, members: int,
+                                                               make_cfg, tmp_path: Path) -> None:
+    train(make_cfg(["data=synthetic", "model.hidden_sizes=[32]", f"model.members={members}",
+                    f"trainer.precision={precision}", *FAST, "report=false"]))
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["metrics"]["test/acc"] > 0.7  # 3 classes: chance is 1/3
     path = tmp_path / "run" / "checkpoints" / "best.ckpt"
@@ -63,3 +65,15 @@ def test_bf16_on_a_cpu_without_bf16_hardware_is_warned(precision: str, has_bf16:
     with caplog.at_level(logging.WARNING, logger="mlplab.training"):
         warn_slow_precision(trainer)
     assert ("trainer.precision=bf16-mixed" in caplog.text) is warned
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("flags\t\t: fpu avx2 avx512f amx_tile\n", False),
+    ("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n", True),
+    ("Features\t: fp asimd sve bf16 i8mm\n", True),  # Arm (e.g. Graviton3)
+    ("flags\t\t: fpu avx2 xamx_bf16x\n", False),  # whole flags only
+])
+def test_bf16_hardware_is_read_from_cpuinfo_flags(text: str, expected: bool, tmp_path: Path) -> None:
+    (tmp_path / "cpuinfo").write_text(text)
+    assert cpu_has_bf16(tmp_path / "cpuinfo") is expected
+    assert cpu_has_bf16(tmp_path / "missing") is None

@@ -87,7 +87,7 @@ def test_tensorboard_hparams_tab_finds_every_run_with_its_metrics(grid_sweep: tu
     experiment = get_experiment.Handler(ctx, backend, "", api_pb2.GetExperimentRequest()).run()
     hparams = {h.name for h in experiment.hparam_infos}
     metrics = {m.name.tag for m in experiment.metric_infos}
-    assert {"optimizer.lr", "model.dropout", "seed"} <= hparams
+    assert {"optimizer.lr", "model.dropout", "trainer.precision", "seed"} <= hparams
     assert {"hparams/val_acc_best", "hparams/test_acc", "hparams/best_val_loss"} <= metrics
 
     request = api_pb2.ListSessionGroupsRequest(start_index=0, slice_size=100)
