@@ -23,6 +23,7 @@ from mlplab.data.base import TensorDataModule
 from mlplab.models.classifier import Classifier
 
 SPLITS = ("test", "val")
+PRECISIONS = ("32-true", "bf16-mixed")  # what eval/predict's `precision` may choose
 PREDICT_BATCH = 8192  # rows per model call: an MLP this size handles it in one go
 
 
@@ -348,6 +349,18 @@ def _set_threads(cfg: Any) -> None:
         torch.set_num_threads(int(cfg.torch_threads))
 
 
+def _checked_precision(cfg: Any) -> str | None:
+    """`precision` of eval.yaml / predict.yaml: null keeps the checkpoint's own (the autocast
+    it was trained with; 32-bit for checkpoints that predate the record)."""
+    from mlplab.config import ConfigError
+
+    chosen = cfg.get("precision")
+    if chosen is not None and str(chosen) not in PRECISIONS:
+        raise ConfigError(f"precision={chosen!r}: expected one of {', '.join(PRECISIONS)}, or null for "
+                          "the precision the checkpoint was trained with")
+    return None if chosen is None else str(chosen)
+
+
 def run_eval(cfg: Any) -> dict[str, Any]:
     """`src/eval.py`: test metrics of a checkpoint, printed and written to eval.json."""
     import json
@@ -361,8 +374,12 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     ckpt_path = _required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt")
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)}")
+    precision = _checked_precision(cfg)
     _set_threads(cfg)
     loaded = checkpoints.load(ckpt_path)
+    if precision is not None:
+        loaded.model.use_precision(precision)
+    precision = str(loaded.model.hparams.get("precision") or "32-true")
     if cfg.get("data") is not None:
         # The user chose a data group on the command line: evaluate on that instead.
         data = OmegaConf.to_container(cfg.data, resolve=True)
@@ -385,22 +402,28 @@ def run_eval(cfg: Any) -> dict[str, Any]:
         "checkpoint": str(ckpt_path.resolve()),
         "checkpoint_epoch": loaded.epoch,
         "data": data_name,
+        "precision": precision,
         **ev.as_dict(),
     }
     write_atomic(out, json.dumps(result, indent=2) + "\n")
-    head = f"{ckpt_path} (epoch {loaded.epoch}) on the {ev.split} split of {data_name}: {ev.n} samples"
+    head = (f"{ckpt_path} (epoch {loaded.epoch}) on the {ev.split} split of {data_name}: {ev.n} samples, "
+            f"precision {precision}")
     print("\n".join(["", head, "", format_evaluation(ev), "", f"wrote {out}"]), flush=True)
     return result
 
 
 def predict_to_csv(
-    ckpt_path: str | Path, inputs: str | Path, out: Path, invert: str = "auto", batch_size: int = PREDICT_BATCH
+    ckpt_path: str | Path, inputs: str | Path, out: Path, invert: str = "auto", batch_size: int = PREDICT_BATCH,
+    precision: str | None = None,
 ) -> tuple[list[str], torch.Tensor, list[str]]:
     """Classify `inputs` with a checkpoint and write `out` (CSV) atomically; return the
-    ids, the probabilities and the class names. Nothing is written if any input is bad."""
+    ids, the probabilities and the class names. Nothing is written if any input is bad.
+    `precision` (None: the checkpoint's own) is the autocast the model runs under."""
     from mlplab import checkpoints
 
     loaded = checkpoints.load(ckpt_path)
+    if precision is not None:
+        loaded.model.use_precision(precision)
     dm = checkpoints.build_datamodule(Path(ckpt_path), loaded.data)
     ids, raw = read_inputs(inputs, dm.image_shape, loaded.in_features, invert)
     probs = predict_proba(loaded.model, raw, batch_size, transform=dm.eval_transform)
@@ -412,9 +435,11 @@ def run_predict(cfg: Any) -> Path:
     """`src/predict.py`: the class and every class's probability for each input, as CSV."""
     ckpt_path = _required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt")
     inputs = _required_path(cfg, "inputs", "digit.png, a folder of images, an IDX file or a .npy array")
+    precision = _checked_precision(cfg)
     _set_threads(cfg)
     out = _run_dir() / "predictions.csv"
-    ids, probs, names = predict_to_csv(ckpt_path, inputs, out, str(cfg.invert).lower(), int(cfg.batch_size))
+    ids, probs, names = predict_to_csv(ckpt_path, inputs, out, str(cfg.invert).lower(), int(cfg.batch_size),
+                                       precision)
 
     conf, pred = probs.max(1)
     shown = min(len(ids), int(cfg.get("show", 10)))

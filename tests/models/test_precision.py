@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
 import mlplab.training
-from conftest import FAST
+from conftest import FAST, ROOT
 from mlplab.checkpoints import build_datamodule, load
-from mlplab.evaluation import evaluate
+from mlplab.evaluation import evaluate, predict_proba, predict_to_csv
 from mlplab.models.classifier import Classifier
 from mlplab.training import cpu_has_bf16, train, warn_slow_precision
 
@@ -53,6 +56,36 @@ def test_a_bf16_run_is_reproduced_by_evaluating_its_checkpoint(precision: str, m
     loaded.model.use_precision(None)
     full = evaluate(loaded.model, build_datamodule(path, loaded.data), "test")
     assert full.loss != pytest.approx(summary["metrics"]["test/loss"], abs=1e-6)
+    if members == 1:
+        return
+    # The command line: the checkpoint's own precision by default, 32-bit on request, and a
+    # bad value refused in one line naming the key, with nothing written.
+    for precision_arg, expected in [([], ev), (["precision=32-true"], full)]:
+        out = tmp_path / f"eval{len(precision_arg)}"
+        proc = _eval(path, out, *precision_arg)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        result = json.loads((out / "eval.json").read_text())
+        assert result["loss"] == pytest.approx(expected.loss, abs=1e-6)
+        assert result["precision"] == ("32-true" if precision_arg else "bf16-mixed")
+    # predict.py's path too: the checkpoint's bf16 unless 32-bit is asked for.
+    dm = build_datamodule(path, loaded.data)
+    dm.setup()
+    np.save(tmp_path / "x.npy", dm.splits["test"][0].numpy())
+    own = predict_to_csv(path, tmp_path / "x.npy", tmp_path / "own.csv")[1]
+    at32 = predict_to_csv(path, tmp_path / "x.npy", tmp_path / "at32.csv", precision="32-true")[1]
+    loaded.model.use_precision("bf16-mixed")
+    torch.testing.assert_close(own, predict_proba(loaded.model, dm.splits["test"][0], transform=dm.eval_transform))
+    assert not torch.allclose(own, at32, atol=1e-5)
+    proc = _eval(path, tmp_path / "bad", "precision=bf16")
+    assert proc.returncode == 1
+    line, = proc.stderr.strip().splitlines()
+    assert line.startswith("error: precision='bf16': expected one of 32-true, bf16-mixed"), line
+    assert not (tmp_path / "bad").exists()
+
+
+def _eval(ckpt: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "src/eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={run_dir}", *overrides],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(("precision", "has_bf16", "warned"), [
