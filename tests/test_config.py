@@ -92,7 +92,7 @@ def test_shipped_options_validate(make_cfg, overrides) -> None:
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "momentum", "adagrad"])
 def test_optimizers_with_a_fused_step_use_it(make_cfg, name) -> None:
-    # The fused step is most of the speed of a wide MLP on a CPU (README "Speed"); losing the
+    # The fused step is most of the speed of a wide MLP on a CPU (docs/speed.md); losing the
     # key from a config would not fail anything else.
     import torch
     from omegaconf import OmegaConf

@@ -139,7 +139,7 @@ def test_val_size_zero_fits_every_epoch_and_tests_the_final_checkpoint(make_cfg,
 
 @pytest.mark.parametrize("flush", [False, True])
 def test_flush_denormal_is_applied_for_the_run(make_cfg, flush: bool) -> None:
-    # Denormal Adam state made late epochs 2x slower on CPU (README "Speed"); a run must
+    # Denormal Adam state made late epochs 2x slower on CPU (docs/speed.md); a run must
     # leave torch in the mode its config asks for.
     torch.set_flush_denormal(not flush)
     try:

@@ -122,7 +122,7 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
 
 def warn_slow_precision(trainer: L.Trainer) -> None:
     """bf16 autocast pays off on a CPU only with bf16 hardware; without it, bf16 matrix
-    products are emulated and usually slower than 32-bit (README "Speed")."""
+    products are emulated and usually slower than 32-bit (docs/speed.md)."""
     precision = str(trainer.precision)
     if precision.startswith("bf16") and trainer.strategy.root_device.type == "cpu" and cpu_has_bf16() is False:
         log.warning("trainer.precision=%s on a CPU without bf16 hardware (AMX, AVX-512 BF16): its "
@@ -184,7 +184,7 @@ def train(cfg: DictConfig) -> float | None:
         torch.set_num_threads(threads)
     # Adam's first moment of a weight with zero gradient decays into the denormal range and
     # stays there (x * 0.9 rounds back to x); CPU arithmetic on denormals is ~5× slower
-    # (README "Speed").
+    # (docs/speed.md).
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)

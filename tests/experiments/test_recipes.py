@@ -54,7 +54,7 @@ def test_recipe_learns_in_a_short_run(name: str, make_cfg, tmp_path: Path) -> No
         pytest.skip(f"{dataset} not provisioned (make data)")
     # One epoch cut to 12 calls (96 optimizer steps, augmentation on), one-cycle over those.
     # At 32-bit: fashion_ensemble's bf16 takes 194 s here on a CPU without bf16 or AVX-512
-    # (README "Speed"); its precision is checked above and bf16 runs in tests/models/test_precision.py.
+    # (docs/speed.md); its precision is checked above and bf16 runs in tests/models/test_precision.py.
     train(make_cfg([f"experiment={name}", "trainer=cpu", "trainer.precision=32-true", "trainer.max_epochs=1",
                     "trainer.limit_train_batches=12", "callbacks.progress_bar.refresh_rate=0",
                     "report=false"]))

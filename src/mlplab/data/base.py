@@ -52,7 +52,7 @@ class TensorDataModule(L.LightningDataModule):
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # Batches are slices of splits already on the device. Lightning's generic transfer
         # walks the nested list of a `batches_per_call` group on every call: ~0.3 ms here, a
-        # fifth of Lightning's per-call cost (py-spy, README "Speed"). A group's batches all
+        # fifth of Lightning's per-call cost (py-spy, docs/speed.md). A group's batches all
         # come from one split, so its first tensor tells where all of them are.
         first = batch[0][0] if isinstance(batch, list) else batch[0]
         if isinstance(first, torch.Tensor) and first.device == device:
