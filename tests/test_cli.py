@@ -84,6 +84,21 @@ def test_resume_shorthand_continues_in_the_same_directory(tmp_path: Path) -> Non
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
+def test_last_checkpoint_follows_every_epoch_not_only_improving_ones(tmp_path: Path) -> None:
+    # Random labels: validation stops improving early, and Lightning 2.6's own ModelCheckpoint
+    # then left last.ckpt at the best epoch, so a resume repeated the epochs after it.
+    out = tmp_path / "run"
+    r = run([*SYNTH, "data.kind=random_labels", "trainer.max_epochs=8", f"hydra.run.dir={out}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    epochs, best = summary(out)["epochs"], summary(out)["best_epoch"]
+    assert best < epochs - 1  # the run went on past its best epoch
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == epochs - 1
+    assert torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == best
+    r = run([f"resume={out}", f"trainer.max_epochs={epochs + 1}", "callbacks.early_stopping.patience=100"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == epochs
+
+
 def test_resume_of_a_non_run_directory_is_refused(tmp_path: Path) -> None:
     r = run([f"resume={tmp_path}"])
     assert r.returncode == 1 and "not a run directory" in r.stderr and "Traceback" not in r.stderr

@@ -45,3 +45,33 @@ def test_ddp_inside_a_basic_multirun_is_refused_with_a_clear_message(tmp_path: P
               f"hydra.sweep.dir={tmp_path / 'sweep'}", "callbacks.progress_bar.refresh_rate=0"])
     assert r.returncode != 0
     assert "trainer.strategy='ddp'" in r.stderr and "11300" in r.stderr
+
+
+def test_several_devices_under_strategy_auto_in_a_multirun_is_refused(tmp_path: Path) -> None:
+    # `auto` with 2 devices is DDP too; before the check it relaunched the whole sweep per rank.
+    r = _run(["-m", "data=synthetic", "trainer.accelerator=cpu", "trainer.devices=2", "seed=1,2",
+              f"hydra.sweep.dir={tmp_path / 'sweep'}", "callbacks.progress_bar.refresh_rate=0"])
+    assert r.returncode != 0
+    assert "trainer.devices=2" in r.stderr and "11300" in r.stderr
+    assert not (tmp_path / "sweep" / "0").exists()
+
+
+def test_only_slurm_is_exempt_from_the_relaunch_check() -> None:
+    from mlplab.config import launcher_relaunches
+
+    slurm = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    local = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+    assert not launcher_relaunches(slurm)
+    assert launcher_relaunches(local) and launcher_relaunches("hydra._internal.core_plugins.basic_launcher.BasicLauncher")
+
+
+def test_the_built_trainer_is_checked_for_a_relaunching_launcher() -> None:
+    # `devices: auto` on a multi-GPU machine: only the built trainer knows it becomes DDP.
+    import lightning as L
+
+    from mlplab.config import ConfigError
+    from mlplab.training import refuse_relaunch
+
+    refuse_relaunch(L.Trainer(accelerator="cpu", devices=1, logger=False))
+    with pytest.raises(ConfigError, match="11300"):
+        refuse_relaunch(L.Trainer(accelerator="cpu", devices=2, strategy="auto", logger=False))

@@ -19,7 +19,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mlplab.models.classifier import LOSSES
 from mlplab.models.mlp import ACTIVATIONS, INITS, NORMS
 
-KNOWN_METRICS = ("val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")
+# What may choose: a checkpoint, early stopping, a schedule or a sweep's winner. Test metrics
+# are reported, never chosen by.
+VAL_METRICS = ("val/acc_best", "val/acc", "val/loss")
 IMAGE_TRAIN_SIZE = 60_000
 
 
@@ -34,6 +36,8 @@ def _fail(key: str, value: Any, allowed: str) -> None:
 def _show(value: Any) -> str:
     if isinstance(value, (DictConfig, ListConfig)):
         value = OmegaConf.to_container(value)
+    if value is None:
+        return "null"  # as the user wrote it
     return repr(value) if isinstance(value, str) else str(value)
 
 
@@ -133,6 +137,10 @@ def _check_data(d: Mapping[str, Any]) -> None:
         for key, low in (("n_classes", 2), ("n_features", 1), ("n_samples", 1), ("test_size", 1)):
             if not (isinstance(d.get(key), int) and d[key] >= low):
                 _fail(f"data.{key}", d.get(key), f"expected an integer ≥ {low}")
+        if d["test_size"] >= d["n_samples"]:
+            _fail("data.test_size", d["test_size"], f"must be smaller than data.n_samples={d['n_samples']}")
+        if not _is_number(d.get("separability", 0.5)):
+            _fail("data.separability", d.get("separability"), "expected a number")
         train = d["n_samples"] - d["test_size"]
         if d["val_size"] >= train:
             _fail("data.val_size", d["val_size"],
@@ -140,6 +148,8 @@ def _check_data(d: Mapping[str, Any]) -> None:
     else:
         if d["val_size"] >= IMAGE_TRAIN_SIZE:
             _fail("data.val_size", d["val_size"], f"must be smaller than the {IMAGE_TRAIN_SIZE}-image training set")
+        if not _is_number(d.get("mean", 0.0)):
+            _fail("data.mean", d.get("mean"), "expected a number")
         if not (_is_number(d.get("std", 1)) and d.get("std", 1) > 0):
             _fail("data.std", d.get("std"), "expected a number > 0")
         _check_augment(d.get("augment") or {})
@@ -153,16 +163,18 @@ def _check_augment(a: Mapping[str, Any]) -> None:
     if not (isinstance(a.get("shift", 0), int) and 0 <= a.get("shift", 0) <= 8):
         _fail("data.augment.shift", a.get("shift"), "expected an integer in [0, 8]")
     for key, high in (("rotate", 180), ("shear", 60)):
-        if not 0 <= a.get(key, 0) <= high:
+        if not (_is_number(a.get(key, 0)) and 0 <= a.get(key, 0) <= high):
             _fail(f"data.augment.{key}", a.get(key), f"expected degrees in [0, {high}]")
-    if not 0 <= a.get("scale", 0) < 1:
+    if not (_is_number(a.get("scale", 0)) and 0 <= a.get("scale", 0) < 1):
         _fail("data.augment.scale", a.get("scale"), "expected a value in [0, 1)")
-    if a.get("elastic_alpha", 0) < 0:
+    if not (_is_number(a.get("elastic_alpha", 0)) and a.get("elastic_alpha", 0) >= 0):
         _fail("data.augment.elastic_alpha", a.get("elastic_alpha"), "expected a number ≥ 0 (pixels)")
-    if not 0 <= a.get("erase", 0) <= 1:
+    if not (_is_number(a.get("erase", 0)) and 0 <= a.get("erase", 0) <= 1):
         _fail("data.augment.erase", a.get("erase"), "expected a probability in [0, 1]")
-    if a.get("elastic_sigma", 4.0) <= 0:
+    if not (_is_number(a.get("elastic_sigma", 4.0)) and a.get("elastic_sigma", 4.0) > 0):
         _fail("data.augment.elastic_sigma", a.get("elastic_sigma"), "expected a number > 0 (pixels)")
+    if not isinstance(a.get("hflip", False), bool):
+        _fail("data.augment.hflip", a.get("hflip"), "expected true or false")
 
 
 def _check_tta(t: Mapping[str, Any]) -> None:
@@ -200,8 +212,9 @@ def _check_callbacks(c: Mapping[str, Any]) -> None:
         check_signature(f"callbacks.{name}", node)
         if "mode" in node and node["mode"] not in ("min", "max"):
             _fail(f"callbacks.{name}.mode", node["mode"], "expected min or max")
-        if "monitor" in node and node["monitor"] not in KNOWN_METRICS:
-            _fail(f"callbacks.{name}.monitor", node["monitor"], f"expected one of {', '.join(KNOWN_METRICS)}")
+        if "monitor" in node and node["monitor"] not in VAL_METRICS:
+            _fail(f"callbacks.{name}.monitor", node["monitor"],
+                  f"expected one of {', '.join(VAL_METRICS)} (the test set chooses nothing)")
         if "patience" in node and not (isinstance(node["patience"], int) and node["patience"] >= 0):
             _fail(f"callbacks.{name}.patience", node["patience"], "expected an integer ≥ 0")
         filename = node.get("filename")
@@ -211,17 +224,45 @@ def _check_callbacks(c: Mapping[str, Any]) -> None:
 
 
 # Strategies whose launcher re-runs `sys.argv` for each rank: inside a Hydra multirun every
-# rank would start the whole sweep again (Lightning issue #11300).
-_RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
+# rank would start the whole sweep again (Lightning issue #11300). `auto` becomes DDP with more
+# than one device; `devices: auto` on a multi-GPU machine is caught once the trainer is built
+# (`training.refuse_relaunch`).
+_RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false",
+                           "fsdp", "deepspeed")
+RELAUNCH_ADVICE = ("cannot run inside a Hydra multirun (Lightning relaunches each rank from the command "
+                   "line, issue #11300); run the grid with hydra/launcher=submitit_slurm (one job per "
+                   "node, DDP inside the job) or as separate single runs, or use strategy=ddp_spawn")
+
+
+def launcher_relaunches(launcher_target: Any) -> bool:
+    """Whether DDP inside a job of this Hydra launcher would relaunch the job's script per rank
+    (repeating the sweep). Under SLURM, srun starts every rank and Lightning launches nothing;
+    submitit_local and the local launchers have no such environment."""
+    return "SlurmLauncher" not in str(launcher_target or "")
+
+
+def _several_devices(t: Mapping[str, Any]) -> bool:
+    devices, nodes = t.get("devices", 1), t.get("num_nodes", 1)
+    if isinstance(nodes, int) and nodes > 1:
+        return True
+    if isinstance(devices, (list, ListConfig)):
+        return len(devices) > 1
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    return isinstance(devices, int) and (devices > 1 or devices == -1)
 
 
 def validate(cfg: DictConfig, multirun: bool = False) -> None:
-    """Raise `ConfigError` for the first invalid key of the composed config."""
-    if multirun and cfg.trainer.get("strategy") in _RELAUNCHING_STRATEGIES:
-        _fail("trainer.strategy", cfg.trainer.strategy,
-              "cannot run inside a Hydra multirun (Lightning relaunches each rank from the command "
-              "line, issue #11300); run the grid with hydra/launcher=submitit_slurm (one job per "
-              "node, DDP inside the job) or as separate single runs, or use strategy=ddp_spawn")
+    """Raise `ConfigError` for the first invalid key of the composed config. `multirun`: in a
+    sweep whose launcher relaunches (see `launcher_relaunches`)."""
+    if multirun:
+        strategy = cfg.trainer.get("strategy")
+        if strategy in _RELAUNCHING_STRATEGIES:
+            _fail("trainer.strategy", strategy, RELAUNCH_ADVICE)
+        if strategy in (None, "auto") and _several_devices(cfg.trainer):
+            _fail("trainer.devices", cfg.trainer.get("devices"),
+                  f"more than one device (trainer.num_nodes={cfg.trainer.get('num_nodes', 1)}) means DDP, which "
+                  + RELAUNCH_ADVICE)
     check_signature("model", cfg.model, extra=())
     _check_model(cfg.model)
     check_signature("data", cfg.data)
@@ -245,8 +286,9 @@ def validate(cfg: DictConfig, multirun: bool = False) -> None:
     _check_callbacks(cfg.get("callbacks") or {})
     for name, node in (cfg.get("logger") or {}).items():
         check_signature(f"logger.{name}", node)
-    if cfg.get("optimized_metric") not in KNOWN_METRICS:
-        _fail("optimized_metric", cfg.get("optimized_metric"), f"expected one of {', '.join(KNOWN_METRICS)}")
+    if cfg.get("optimized_metric") not in VAL_METRICS:
+        _fail("optimized_metric", cfg.get("optimized_metric"),
+              f"expected one of {', '.join(VAL_METRICS)} (the test set chooses nothing)")
     if not isinstance(cfg.get("seed"), int):
         _fail("seed", cfg.get("seed"), "expected an integer")
     if not isinstance(cfg.get("flush_denormal", True), bool):

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.callbacks.guards import NonFiniteLossError
-from mlplab.config import validate
+from mlplab.config import launcher_relaunches, validate
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,18 @@ def warn_slow_precision(trainer: L.Trainer) -> None:
                     "likely faster here", precision)
 
 
+def refuse_relaunch(trainer: L.Trainer) -> None:
+    """In a multirun, the strategy Lightning resolved must not relaunch this script per rank
+    (`devices: auto` on a machine with several GPUs becomes DDP; config.validate cannot know)."""
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    from mlplab.config import RELAUNCH_ADVICE, ConfigError
+
+    if isinstance(getattr(trainer.strategy, "launcher", None), _SubprocessScriptLauncher):
+        raise ConfigError(f"trainer.strategy={type(trainer.strategy).__name__} on {trainer.num_devices} devices "
+                          f"× {trainer.num_nodes} nodes: {RELAUNCH_ADVICE}")
+
+
 def _route_lightning_logs() -> None:
     """Lightning adds its own console handler; Hydra's root handlers already print and write
     train.log, so without this every Lightning message appears twice."""
@@ -168,9 +180,8 @@ def _float(x: Any) -> float | None:
 def train(cfg: DictConfig) -> float | None:
     """Fit and test one configuration; return `cfg.optimized_metric` for sweepers."""
     hc = HydraConfig.get()
-    # SLURM/submitit starts every rank itself; the local launchers would relaunch the sweep.
-    relaunching = hc.mode == RunMode.MULTIRUN and "submitit" not in str(hc.launcher.get("_target_", ""))
-    validate(cfg, multirun=relaunching)
+    multirun = hc.mode == RunMode.MULTIRUN
+    validate(cfg, multirun=multirun and launcher_relaunches(hc.launcher.get("_target_")))
     if cfg.data.val_size == 0 and "optuna" in str(hc.sweeper.get("_target_", "")):
         from mlplab.config import ConfigError
 
@@ -188,6 +199,8 @@ def train(cfg: DictConfig) -> float | None:
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    if multirun:
+        refuse_relaunch(trainer)
     warn_slow_precision(trainer)
     if cfg.get("ckpt_path"):
         _check_resumable(cfg.ckpt_path, model)

@@ -96,7 +96,7 @@ def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[
     # need not wait for.
     from hydra.utils import get_class
 
-    from mlplab.config import validate
+    from mlplab.config import launcher_relaunches, validate
     from mlplab.data.sources import DATASETS
 
     # `${hydra:runtime.output_dir}` resolves only once a job has a directory; validation needs
@@ -108,7 +108,7 @@ def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[
     try:
         hc.set_config(cfg)
         if "model" in cfg and "trainer" in cfg:  # train's config; another entry point only composes
-            validate(cfg, multirun=True)  # as train() will, inside the job
+            validate(cfg, multirun=launcher_relaunches(cfg.hydra.launcher.get("_target_")))  # as train() will
         target = cfg.data.get("_target_")
         name = getattr(get_class(target), "dataset", "") if target else ""
         return {(name, str(cfg.data.data_dir))} if name in DATASETS else set()
