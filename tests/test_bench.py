@@ -3,6 +3,7 @@ inside a real `train()` run."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -86,3 +87,16 @@ def test_rounds_are_combined_by_medians_of_paired_ratios() -> None:
     assert rows["torchvision"]["ratio"] == pytest.approx(9.0 / 1.1, abs=1e-3)  # paired with round 1
     table = bench.table(list(rows.values()))
     assert "| 128 | mlplab | 1.400 | 39286 | 900 | 1.10 (1.10–1.56) | 1.29 (1.10–1.40) |  |" in table
+
+
+@pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
+def test_a_relative_data_dir_means_the_callers_folder(tmp_path) -> None:  # noqa: ANN001
+    # The variants run as child processes in the repository root; they must read the same
+    # files the parent checked, not a `d/` relative to the repository.
+    (tmp_path / "d").symlink_to(DATA, target_is_directory=True)
+    proc = subprocess.run([sys.executable, "-m", "mlplab.bench", "--epochs", "4", "--rounds", "1",
+                           "--batch-sizes", "256", "--variants", "plain", "--data-dir", "d",
+                           "--out", str(tmp_path / "b.json")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "b.json").read_text())["runs"][0]["variant"] == "plain"

@@ -99,6 +99,96 @@ def test_last_checkpoint_follows_every_epoch_not_only_improving_ones(tmp_path: P
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == epochs
 
 
+def _files(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.name != "train.log"}
+
+
+def test_a_new_run_never_writes_into_a_directory_holding_another(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run([*SYNTH, "trainer.max_epochs=1", f"hydra.run.dir={out}"]).returncode == 0
+    before = _files(out)
+    r = run([*SYNTH, "trainer.max_epochs=2", "seed=7", f"hydra.run.dir={out}"])
+    assert r.returncode == 1 and "holds another run already" in r.stderr and "Traceback" not in r.stderr
+    assert _files(out) == before  # config, checkpoints, summary, events: all the first run's
+
+
+def test_a_reused_sweep_dir_is_refused_before_any_job(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ["-m", *SYNTH, "trainer.max_epochs=1", "seed=1,2", f"hydra.sweep.dir={sweep}"]
+    assert run(args).returncode == 0
+    before = _files(sweep)
+    r = run(args)
+    assert r.returncode == 1 and "holds another sweep's jobs already (2: 0, 1)" in r.stderr
+    assert _files(sweep) == before
+
+
+def test_a_failed_resume_leaves_the_run_as_it_was(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run([*SYNTH, "trainer.max_epochs=2", f"hydra.run.dir={out}"]).returncode == 0
+    before = _files(out)
+    r = run([f"resume={out}", "trainer.max_epochs=4", "model.dropout=1.5"])  # a typo'd value
+    assert r.returncode == 1 and "model.dropout=1.5" in r.stderr and "Traceback" not in r.stderr
+    assert _files(out) == before  # summary still `completed`, config still dropout 0.1
+    r = run([f"resume={out}", "scheduler=cosine"])  # a group cannot be switched: one line
+    assert r.returncode == 1 and "would switch the config group 'scheduler'" in r.stderr
+    assert _files(out) == before
+
+
+def test_resume_keeps_the_overrides_that_made_the_run(tmp_path: Path) -> None:
+    # overrides.yaml reproduces the run and names its leaderboard row: not `ckpt_path=...`.
+    out = tmp_path / "run"
+    assert run([*SYNTH, "trainer.max_epochs=2", "optimizer.lr=0.01", f"hydra.run.dir={out}"]).returncode == 0
+    r = run([f"resume={out}", "trainer.max_epochs=3"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    overrides = (out / ".hydra" / "overrides.yaml").read_text()
+    assert "optimizer.lr=0.01" in overrides and "trainer.max_epochs=3" in overrides
+    assert "trainer.max_epochs=2" not in overrides and "ckpt_path" not in overrides
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
+def test_resume_cannot_change_the_length_of_a_sized_schedule(tmp_path: Path, scheduler: str) -> None:
+    # OneCycleLR restored with its old total_steps raised mid-epoch ("Tried to step 39 times");
+    # cosine restored with its old T_max warmed the learning rate up again.
+    out = tmp_path / "run"
+    assert run([*SYNTH, f"scheduler={scheduler}", "trainer.max_epochs=2", f"hydra.run.dir={out}"]).returncode == 0
+    before = _files(out)
+    r = run([f"resume={out}", "trainer.max_epochs=4"])
+    assert r.returncode == 1 and "cannot change the length of its schedule" in r.stderr
+    assert "Traceback" not in r.stderr and _files(out) == before
+
+
+def test_ckpt_path_into_a_new_directory_keeps_the_best_checkpoint_so_far(tmp_path: Path) -> None:
+    # Random labels at a high lr: validation loss is best early, then only rises. Lightning
+    # forgot the best score in a new directory, so a later, worse epoch was kept and tested.
+    args = [*QUIET, "data=synthetic", "data.kind=random_labels", "model.hidden_sizes=[128]", "model.dropout=0.0",
+            "optimizer.lr=0.01", "callbacks.early_stopping.patience=20", "report=false"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run([*args, "trainer.max_epochs=4", f"hydra.run.dir={first}"]).returncode == 0
+    r = run([*args, "trainer.max_epochs=8", f"ckpt_path={first}/checkpoints/last.ckpt", f"hydra.run.dir={second}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = summary(first), summary(second)
+    assert b["epochs"] == 8 and b["best_epoch"] == a["best_epoch"] < 3
+    assert b["metrics"]["best/val/loss"] == a["metrics"]["best/val/loss"]
+    assert b["metrics"]["test/acc"] == a["metrics"]["test/acc"]  # the same checkpoint tested
+    assert (first / "checkpoints" / "best.ckpt").is_file()  # copied, not moved
+
+
+def test_resume_refuses_a_changed_optimizer_and_applies_a_new_patience(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # min_delta 10: no epoch improves, so patience 1 stops after 2 epochs.
+    assert run([*SYNTH, "trainer.max_epochs=10", "callbacks.early_stopping.patience=1",
+                "callbacks.early_stopping.min_delta=10", f"hydra.run.dir={out}"]).returncode == 0
+    assert summary(out)["epochs"] == 2
+    before = _files(out)
+    r = run([f"resume={out}", "optimizer.lr=0.5"])  # restored optimizer state would override it
+    assert r.returncode == 1 and "optimizer.lr=0.5 here, 0.001 in the checkpoint" in r.stderr
+    assert _files(out) == before
+    r = run([f"resume={out}", "trainer.max_epochs=5", "callbacks.early_stopping.patience=100"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert summary(out)["epochs"] == 5  # Lightning restored patience 1 and stopped at once
+
+
 def test_resume_of_a_non_run_directory_is_refused(tmp_path: Path) -> None:
     r = run([f"resume={tmp_path}"])
     assert r.returncode == 1 and "not a run directory" in r.stderr and "Traceback" not in r.stderr

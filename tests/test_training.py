@@ -118,6 +118,15 @@ def test_early_stopping_is_reported_and_the_report_is_written(make_cfg, tmp_path
     assert (tmp_path / "run" / "confusion_matrix.png").is_file()
 
 
+def test_optimized_val_loss_is_the_best_epochs_not_the_last(make_cfg, tmp_path: Path) -> None:
+    # Random labels: val/loss gets worse after its best epoch, and early stopping runs on.
+    returned = train(make_cfg([*SYNTH, "data.kind=random_labels", "trainer.max_epochs=8",
+                               "optimized_metric=val/loss"]))
+    m = _summary(tmp_path / "run")["metrics"]
+    assert m["val/loss"] > m["best/val/loss"]
+    assert returned == m["best/val/loss"]
+
+
 def test_val_size_zero_fits_every_epoch_and_tests_the_final_checkpoint(make_cfg, tmp_path: Path) -> None:
     # With validation, this early stopping would end the run after 2 epochs (see above).
     returned = train(make_cfg([*SYNTH, "data.val_size=0", "trainer.max_epochs=4",

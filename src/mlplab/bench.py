@@ -324,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [v for v in variants if v not in VARIANTS]:
         parser.error(f"--variants: unknown {unknown}; expected some of {', '.join(VARIANTS)}")
     _device(args.device)  # fail before any work if the device is unavailable
+    # The child processes run in the repository root: a relative path means the caller's folder.
+    args.data_dir = str(Path(args.data_dir).expanduser().resolve())
     if (blocked := next((p for p in Path(args.out).parents if p.exists() and not p.is_dir()), None)) is not None:
         parser.error(f"--out={args.out}: {blocked} is a file, not a directory")
 

@@ -11,12 +11,14 @@ import shutil
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -42,8 +44,15 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        return fn(cfg)
+        result = fn(cfg)
     except Exception as err:
+        if _resuming is not None and _resuming.untouched():
+            # Nothing was trained: the run stays exactly as it was (its config, summary).
+            _resuming.restore()
+            if isinstance(err, _user_errors()) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+                print(f"error: {err}", file=sys.stderr, flush=True)
+                sys.exit(1)
+            raise
         if multirun:
             _record_failure(err)
             log.error("job failed: %s: %s", type(err).__name__, err)
@@ -55,6 +64,9 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
             _record_failure(err)
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
+    if _resuming is not None:
+        _resuming.keep_overrides()
+    return result
 
 
 def _record_failure(err: BaseException) -> None:
@@ -82,10 +94,60 @@ def _remove_empty_run_dir() -> bool:
     return False
 
 
+@dataclass
+class _Resume:
+    """A `resume=` in progress: what the run held before this process, to put back if the
+    resume fails before training anything, and the overrides that made the run."""
+
+    run_dir: Path
+    before: dict[str, bytes | None]  # file → its bytes (None: absent)
+    last_mtime: float
+    given: list[str]  # the overrides given with resume=
+    existing: frozenset[Path]  # every file the run held (a failed resume's new ones are removed)
+
+    FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "summary.json")
+
+    @classmethod
+    def of(cls, run_dir: Path, given: list[str]) -> _Resume:
+        before = {f: (run_dir / f).read_bytes() if (run_dir / f).is_file() else None for f in cls.FILES}
+        existing = frozenset(p for p in run_dir.rglob("*") if p.is_file())
+        return cls(run_dir, before, (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime, given, existing)
+
+    def untouched(self) -> bool:
+        last = self.run_dir / "checkpoints" / "last.ckpt"
+        return last.is_file() and last.stat().st_mtime == self.last_mtime
+
+    def restore(self) -> None:
+        for name, data in self.before.items():
+            path = self.run_dir / name
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(data)
+        for path in self.run_dir.rglob("*"):  # e.g. an empty TensorBoard events file
+            if path.is_file() and path not in self.existing and path.suffix != ".log":
+                path.unlink(missing_ok=True)
+
+    def keep_overrides(self) -> None:
+        """overrides.yaml is what reproduces the run (and names its row in a leaderboard):
+        the run's own overrides updated by the resume's, not `ckpt_path=...last.ckpt`."""
+        original = self.before[".hydra/overrides.yaml"]
+        merged: dict[str, str] = {}
+        for o in [*(OmegaConf.create(original.decode()) if original else []), *self.given]:
+            merged[str(o).split("=", 1)[0].lstrip("+~")] = str(o)
+        path = self.run_dir / ".hydra" / "overrides.yaml"
+        path.write_text(OmegaConf.to_yaml(OmegaConf.create(list(merged.values()))))
+
+
+_resuming: _Resume | None = None
+
+
 def resume_argv(argv: list[str]) -> list[str]:
     """`resume=RUN_DIR` → that run's saved config, its directory and its last.ckpt, so the
     run continues where it stopped and TensorBoard appends to the same curves. Other
-    `key=value` overrides still apply (e.g. a larger trainer.max_epochs)."""
+    `key=value` overrides still apply (e.g. a larger trainer.max_epochs); a config group
+    (`scheduler=cosine`) cannot be switched, since the saved config has no groups."""
+    global _resuming
     given = [a for a in argv[1:] if a.startswith("resume=")]
     if not given:
         return argv
@@ -97,8 +159,43 @@ def resume_argv(argv: list[str]) -> list[str]:
     if not last.is_file():
         _exit(f"resume={run_dir}: no checkpoints/last.ckpt to resume from")
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
+    config: Any = OmegaConf.load(saved)
+    for arg in rest:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if "=" in arg and "." not in key and OmegaConf.is_dict(config.get(key)):
+            _exit(f"resume={run_dir}: {arg} would switch the config group {key!r}, which a resumed run "
+                  f"cannot; set its keys instead (e.g. {key}.<name>=...), or start a new run")
+    _resuming = _Resume.of(run_dir, [a for a in rest if not a.startswith("-")])
     return [argv[0], "--config-path", str(saved.parent), "--config-name", "config",
             f"hydra.run.dir={run_dir}", f"ckpt_path={last}", *rest]
+
+
+class RunDirGuard(Callback):
+    """A new run never writes into a directory that holds another run (same second, or a
+    reused `hydra.run.dir` / `hydra.sweep.dir`): it would overwrite that run's config,
+    checkpoints and summary. Only `resume=` (or `ckpt_path=` inside it) continues one."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if any(os.environ.get(v, "0") != "0" for v in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")):
+            return  # a DDP rank other than 0, started into rank 0's directory
+        run_dir = Path(str(config.hydra.run.dir)).resolve()
+        ckpt = config.get("ckpt_path")
+        if ckpt and run_dir in Path(str(ckpt)).resolve().parents:
+            return
+        try:
+            run_dir.mkdir(parents=True)  # atomic: of two runs started in the same second, one wins
+        except FileExistsError:
+            if any(run_dir.iterdir()):
+                _exit(f"hydra.run.dir={run_dir}: holds another run already (or one started in the same "
+                      f"second); choose another directory, or resume={run_dir} to continue that run")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        jobs = sorted(p.parent.name for p in sweep_dir.glob("*/.hydra")) if sweep_dir.is_dir() else []
+        if jobs:
+            _exit(f"hydra.sweep.dir={sweep_dir}: holds another sweep's jobs already ({len(jobs)}: "
+                  f"{', '.join(jobs[:5])}{', ...' if len(jobs) > 5 else ''}), which this sweep would "
+                  "overwrite; choose another hydra.sweep.dir")
 
 
 def _exit(message: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from mlplab.models.classifier import LOSSES
 from mlplab.models.mlp import ACTIVATIONS, INITS, NORMS
@@ -173,8 +174,6 @@ def _check_augment(a: Mapping[str, Any]) -> None:
         _fail("data.augment.erase", a.get("erase"), "expected a probability in [0, 1]")
     if not (_is_number(a.get("elastic_sigma", 4.0)) and a.get("elastic_sigma", 4.0) > 0):
         _fail("data.augment.elastic_sigma", a.get("elastic_sigma"), "expected a number > 0 (pixels)")
-    if not isinstance(a.get("hflip", False), bool):
-        _fail("data.augment.hflip", a.get("hflip"), "expected true or false")
 
 
 def _check_tta(t: Mapping[str, Any]) -> None:
@@ -194,7 +193,18 @@ def _check_optimizer(o: Mapping[str, Any]) -> None:
             _fail(f"optimizer.{key}", o[key], "expected a number ≥ 0")
 
 
+def _precisions() -> tuple[str, ...]:
+    from typing import get_args
+
+    from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+
+    return (*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))
+
+
 def _check_trainer(t: Mapping[str, Any]) -> None:
+    precision = t.get("precision")
+    if precision is not None and str(precision) not in _precisions():
+        _fail("trainer.precision", precision, f"expected one of {', '.join(_precisions())}")
     # Classifier steps its optimizer itself (several batches per Lightning call), where
     # Lightning's own clipping and accumulation do not apply.
     if t.get("gradient_clip_val"):
@@ -215,6 +225,12 @@ def _check_callbacks(c: Mapping[str, Any]) -> None:
         if "monitor" in node and node["monitor"] not in VAL_METRICS:
             _fail(f"callbacks.{name}.monitor", node["monitor"],
                   f"expected one of {', '.join(VAL_METRICS)} (the test set chooses nothing)")
+        direction = {"acc": "max", "loss": "min"}.get(str(node.get("monitor", "")).rsplit("/", 1)[-1].split("_")[0])
+        if direction and node.get("mode", direction) != direction:
+            # Otherwise the worst epoch is kept as best.ckpt and tested, and early stopping
+            # stops while the metric still improves.
+            _fail(f"callbacks.{name}.mode", node.get("mode"), f"{node['monitor']} is better when higher: expected "
+                  f"{direction}" if direction == "max" else f"{node['monitor']} is better when lower: expected min")
         if "patience" in node and not (isinstance(node["patience"], int) and node["patience"] >= 0):
             _fail(f"callbacks.{name}.patience", node["patience"], "expected an integer ≥ 0")
         filename = node.get("filename")
@@ -255,6 +271,15 @@ def _several_devices(t: Mapping[str, Any]) -> bool:
 def validate(cfg: DictConfig, multirun: bool = False) -> None:
     """Raise `ConfigError` for the first invalid key of the composed config. `multirun`: in a
     sweep whose launcher relaunches (see `launcher_relaunches`)."""
+    try:
+        _validate(cfg, multirun)
+    except InterpolationResolutionError as err:
+        # e.g. callbacks.early_stopping=null: model_checkpoint.monitor is ${..early_stopping.monitor}.
+        key = getattr(err, "full_key", None) or "config"
+        raise ConfigError(f"{key}: cannot be resolved ({str(err).splitlines()[0]}); set it directly") from None
+
+
+def _validate(cfg: DictConfig, multirun: bool) -> None:
     if multirun:
         strategy = cfg.trainer.get("strategy")
         if strategy in _RELAUNCHING_STRATEGIES:
@@ -275,6 +300,12 @@ def validate(cfg: DictConfig, multirun: bool = False) -> None:
         if cfg.data.val_size == 0 and monitor is not None and str(monitor).startswith("val/"):
             _fail("scheduler.monitor", monitor, "needs a validation split, and data.val_size=0 has none; "
                   "use a schedule that needs no metric (scheduler=onecycle, cosine or step)")
+        target = str(cfg.scheduler.scheduler.get("_target_", ""))
+        sized = {"OneCycleLR": "total_steps", "CosineAnnealingLR": "T_max"}.get(target.rsplit(".", 1)[-1])
+        if (sized and cfg.scheduler.scheduler.get(sized) is None and cfg.trainer.get("max_epochs") == -1
+                and (cfg.trainer.get("max_steps") or -1) <= 0):
+            _fail("trainer.max_epochs", -1, f"{target.rsplit('.', 1)[-1]} needs the length of the fit: "
+                  "set trainer.max_epochs (or trainer.max_steps)")
         interval = cfg.scheduler.get("interval", "epoch")
         if interval not in ("epoch", "step"):
             _fail("scheduler.interval", interval, "expected epoch or step")

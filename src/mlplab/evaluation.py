@@ -381,9 +381,19 @@ def run_eval(cfg: Any) -> dict[str, Any]:
         loaded.model.use_precision(precision)
     precision = str(loaded.model.hparams.get("precision") or "32-true")
     if cfg.get("data") is not None:
-        # The user chose a data group on the command line: evaluate on that instead.
+        # The user chose a data group on the command line: evaluate on that instead, with the
+        # checkpoint's seed unless one is given (synthetic data: the same generated problem).
         data = OmegaConf.to_container(cfg.data, resolve=True)
+        data["seed"] = cfg.seed if cfg.get("seed") is not None else loaded.data.get("seed", data.get("seed"))
         data_name, data_dir = str(HydraConfig.get().runtime.choices.get("data")), None
+        if cfg.split == "val" and "val_size" in loaded.data:
+            # Any other hold-out contains images the model was trained on.
+            if loaded.data["val_size"] == 0:
+                data["val_size"] = 0  # refused below: no image was held out
+            elif data.get("val_size") != loaded.data["val_size"]:
+                raise ConfigError(f"data.val_size={data.get('val_size')}: {ckpt_path} held out "
+                                  f"data.val_size={loaded.data['val_size']} images; a validation split of "
+                                  "another size contains images it was trained on")
     else:
         data, data_name, data_dir = loaded.data, "", str(cfg.paths.data_dir)
     dm = checkpoints.build_datamodule(ckpt_path, data, data_dir)
@@ -436,10 +446,15 @@ def run_predict(cfg: Any) -> Path:
     ckpt_path = _required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt")
     inputs = _required_path(cfg, "inputs", "digit.png, a folder of images, an IDX file or a .npy array")
     precision = _checked_precision(cfg)
+    for key, low in (("batch_size", 1), ("show", 0)):
+        value = cfg.get(key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            from mlplab.config import ConfigError
+
+            raise ConfigError(f"{key}={value!r}: expected an integer ≥ {low}")
     _set_threads(cfg)
     out = _run_dir() / "predictions.csv"
-    ids, probs, names = predict_to_csv(ckpt_path, inputs, out, str(cfg.invert).lower(), int(cfg.batch_size),
-                                       precision)
+    ids, probs, names = predict_to_csv(ckpt_path, inputs, out, str(cfg.invert).lower(), cfg.batch_size, precision)
 
     conf, pred = probs.max(1)
     shown = min(len(ids), int(cfg.get("show", 10)))

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mlplab.callbacks.guards import NonFiniteLossError
 from mlplab.config import launcher_relaunches, validate
@@ -156,7 +156,18 @@ def _check_resumable(path: str, model: L.LightningModule) -> None:
     `weights_only`)."""
     from mlplab.checkpoints import CheckpointError, read_checkpoint
 
-    state = read_checkpoint(path)["state_dict"]
+    ckpt = read_checkpoint(path)
+    state = ckpt["state_dict"]
+    # The optimizer's and the schedule's state are restored with the weights, and would
+    # silently win over a changed setting (a new lr) or break on another optimizer's state.
+    saved = ckpt.get("hyper_parameters") or {}
+    for group in ("optimizer", "scheduler"):
+        theirs, mine = saved.get(group), model.hparams.get(group)
+        if group in saved and _plain(theirs) != _plain(mine):
+            changed = _first_difference(_plain(theirs), _plain(mine), group)
+            raise CheckpointError(
+                f"ckpt_path={path}: {changed}; a resumed run keeps the optimizer and schedule it "
+                "was trained with (their state is restored); start a new run to change them")
     ours = model.state_dict()
     for key, tensor in ours.items():
         theirs = state.get(key)
@@ -167,6 +178,18 @@ def _check_resumable(path: str, model: L.LightningModule) -> None:
                 f"{list(tensor.shape)} in this config); resume with the config it was trained with "
                 "(resume=RUN_DIR does that)"
             )
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+
+
+def _first_difference(theirs: Any, mine: Any, key: str) -> str:
+    if isinstance(theirs, dict) and isinstance(mine, dict):
+        for k in [*theirs, *(k for k in mine if k not in theirs)]:
+            if theirs.get(k) != mine.get(k):
+                return _first_difference(theirs.get(k), mine.get(k), f"{key}.{k}")
+    return f"{key}={mine!r} here, {theirs!r} in the checkpoint"
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
@@ -251,8 +274,9 @@ def train(cfg: DictConfig) -> float | None:
         _print_summary(summary, cfg)
     if status != "completed":
         raise NonFiniteLossError(error)
-    value = metrics.get(cfg.optimized_metric)
-    return value
+    # The best epoch's value when the checkpoint chose by this metric (the last epoch's is
+    # `patience` epochs past it), as for the test metrics, which are the best checkpoint's.
+    return metrics.get(f"best/{cfg.optimized_metric}", metrics.get(cfg.optimized_metric))
 
 
 def _best_epoch(path: str | None) -> int | None:

@@ -58,3 +58,21 @@ def test_a_final_fit_is_evaluated_on_test_and_refuses_val_in_one_line(make_cfg, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "eval.json").read_text())
     assert result["accuracy"] == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
+    # Naming the data group keeps the checkpoint's split: before, it took seed 42's hold-out,
+    # 400 of whose rows this model was trained on.
+    proc = script("eval.py", f"ckpt_path={final}", f"hydra.run.dir={tmp_path / 'eval2'}", "data=synthetic", "split=val")
+    assert proc.returncode == 1 and "data.val_size=0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_chosen_data_group_keeps_the_checkpoints_seed_and_hold_out(make_cfg, script, tmp_path: Path) -> None:
+    # Synthetic data is generated from the seed: another seed is another problem.
+    train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "seed=3", "report=false", *FAST]))
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    out = tmp_path / "eval"
+    proc = script("eval.py", f"ckpt_path={best}", f"hydra.run.dir={out}", "data=synthetic")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "eval.json").read_text())["accuracy"] == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
+    proc = script("eval.py", f"ckpt_path={best}", f"hydra.run.dir={tmp_path / 'eval2'}", "data=synthetic",
+                  "split=val", "data.val_size=300")
+    assert proc.returncode == 1 and "data.val_size=300" in proc.stderr and "trained on" in proc.stderr

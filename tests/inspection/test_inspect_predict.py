@@ -155,3 +155,16 @@ def test_bad_input_via_cli_exits_1_with_nothing_left(mnist_run: Path, script, tm
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'empty'}: no .png/.jpg/.jpeg images in this directory"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("arg, message", [("batch_size=0", "batch_size=0: expected an integer ≥ 1"),
+                                          ("batch_size=abc", "batch_size='abc': expected an integer ≥ 1"),
+                                          ("show=abc", "show='abc': expected an integer ≥ 0")])
+def test_bad_predict_settings_are_one_line_before_anything_is_written(
+        mnist_run: Path, test_images, script, tmp_path: Path, arg: str, message: str) -> None:
+    np.save(tmp_path / "x.npy", test_images[0][:3])
+    out = tmp_path / "pred"
+    proc = script("predict.py", f"ckpt_path={mnist_run}/checkpoints/best.ckpt", f"inputs={tmp_path / 'x.npy'}",
+                  f"hydra.run.dir={out}", arg)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [f"error: {message}"]
+    assert not out.exists()

@@ -65,3 +65,15 @@ def test_run_dir_without_event_files_is_one_line_error(tmp_path: Path) -> None:
         "is it a run directory trained with logger=tensorboard?"
     ]
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_sweep_directory_is_refused_not_drawn_as_one_run(tmp_path: Path, synthetic_run: Path) -> None:
+    # Its jobs' event files, read together, would make one run's curves out of several runs.
+    import shutil
+
+    for job in ("0", "1"):
+        shutil.copytree(synthetic_run, tmp_path / job)
+    proc = _inspect(tmp_path)
+    assert proc.returncode == 1
+    assert f"{tmp_path}: a sweep directory (2 jobs)" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("*.png"))

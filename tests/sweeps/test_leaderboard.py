@@ -84,6 +84,22 @@ def test_a_loss_metric_ranks_lowest_first(tmp_path: Path) -> None:
     assert [r.score.mean for r in board.rows] == [0.2, 0.5, 0.9]
 
 
+def test_a_metric_the_checkpoint_chose_by_ranks_at_the_best_epoch(tmp_path: Path) -> None:
+    # val/loss after early stopping is `patience` epochs past the best; the best checkpoint's
+    # value (`best/val/loss`) is what the setting achieved, as its test column is.
+    make_job(tmp_path, 0, ["optimizer.lr=0.1"], metric="val/loss", metrics={"val/loss": 0.9, "best/val/loss": 0.1})
+    make_job(tmp_path, 1, ["optimizer.lr=0.01"], metric="val/loss", metrics={"val/loss": 0.5})
+    board = lb.build(tmp_path)
+    assert [r.score.mean for r in board.rows] == [0.1, 0.5]
+
+
+def test_completed_jobs_without_the_metric_are_not_called_incomplete(tmp_path: Path) -> None:
+    # data.val_size=0 in a grid: every job completes, none has a validation metric.
+    make_job(tmp_path, 0, ["model.dropout=0.0"], metrics={"test/acc": 0.9})
+    text = lb.render_text(lb.build(tmp_path))
+    assert "no completed job has val/acc_best: nothing to rank" in text and "no job completed" not in text
+
+
 def test_command_quotes_for_the_shell_and_drops_the_named_sweep(tmp_path: Path) -> None:
     job = make_job(tmp_path, 0, ["sweep=activation_depth", "model.hidden_sizes=[64,32]",
                                  "model.activation=tanh", "+tag=it's"],

@@ -123,6 +123,7 @@ class Classifier(L.LightningModule):
         self._monitor: tuple[str | None, bool] = (None, True)
         self._direct = False
         self._autocast: torch.dtype | None = None
+        self._planned_lengths: dict[int, dict[str, int]] = {}  # scheduler id → lengths it was built with
 
         # Training metrics: per-step tensors kept on the device and reduced once per epoch.
         # A per-step `self.log`, metric update or running sum is Python work and a possible
@@ -292,6 +293,22 @@ class Classifier(L.LightningModule):
         strategy = self.trainer.strategy
         self._direct = isinstance(strategy, SingleDeviceStrategy) and type(strategy.precision_plugin) is Precision
 
+    def on_train_start(self) -> None:
+        # After a resume: Lightning restored the scheduler's own length (OneCycleLR's total
+        # steps, cosine's T_max) from the checkpoint. A fit of another length would either
+        # step past the end (OneCycleLR raises mid-epoch) or re-warm the learning rate.
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            planned = self._planned_lengths.get(id(sched))
+            stored = {k: getattr(sched, k) for k in (planned or {}) if hasattr(sched, k)}
+            if planned and stored != planned:
+                from mlplab.config import ConfigError
+
+                raise ConfigError(
+                    f"trainer.max_epochs={self.trainer.max_epochs}: the checkpoint's {type(sched).__name__} "
+                    f"was planned for {stored}, this fit needs {planned}; a resumed run cannot change the "
+                    "length of its schedule (resume with its own trainer.max_epochs, or start a new run)")
+
     def _step_schedulers(self, interval: str) -> None:
         """What Lightning does for automatic optimization: step each scheduler of this
         interval every `frequency` steps or epochs; plateau schedulers get their metric."""
@@ -379,7 +396,9 @@ class Classifier(L.LightningModule):
         # Lightning ignores these under manual optimization; `_step_schedulers` uses them.
         self._monitor = (sched_cfg.pop("monitor", None), sched_cfg.pop("strict", True))
         factory = instantiate(sched_cfg.pop("scheduler"))
-        scheduler = factory(optimizer, **self._scheduler_lengths(factory, sched_cfg))
+        lengths = self._scheduler_lengths(factory, sched_cfg)
+        scheduler = factory(optimizer, **lengths)
+        self._planned_lengths = {id(scheduler): lengths}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **sched_cfg}}
 
     def _scheduler_lengths(self, factory: Any, sched_cfg: Mapping[str, Any]) -> dict[str, int]:

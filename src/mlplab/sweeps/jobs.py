@@ -43,7 +43,10 @@ class Job:
         return next((value(o) for o in self.overrides if key(o) == "seed"), None)
 
     def metric(self, name: str) -> float | None:
-        v = (self.summary.get("metrics") or {}).get(name)
+        """A validation metric at the best checkpoint's epoch when the checkpoint chose by it
+        (`best/<name>`), as the test metrics are; else its last value."""
+        metrics = self.summary.get("metrics") or {}
+        v = metrics.get(f"best/{name}", metrics.get(name))
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 

@@ -312,6 +312,13 @@ def best_lines(board: Leaderboard) -> tuple[str | None, str | None]:
     return f"best: {label(row)}: {board.metric} {row.score.text()}{n}{seed}", command(row.best_job)
 
 
+def _nothing_ranked(board: Leaderboard) -> str:
+    if any(j.status == "completed" for j in board.jobs):
+        # e.g. data.val_size=0: no validation split, so no validation metric to rank by.
+        return f"no completed job has {board.metric}: nothing to rank"
+    return "no job completed: nothing to rank"
+
+
 def render_text(board: Leaderboard) -> str:
     best, cmd = best_lines(board)
     lines = [f"== sweep leaderboard: {board.sweep_dir} ==", *header_lines(board), "",
@@ -319,7 +326,7 @@ def render_text(board: Leaderboard) -> str:
     if best:
         lines += [best, f"reproduce: {cmd}"]
     else:
-        lines.append("no job completed: nothing to rank")
+        lines.append(_nothing_ranked(board))
     return "\n".join(lines)
 
 
@@ -331,7 +338,8 @@ def render_markdown(board: Leaderboard) -> str:
     if best:
         lines += [best[0].upper() + best[1:], "", "```bash", cmd or "", "```"]
     else:
-        lines.append("No job completed: nothing to rank.")
+        text = _nothing_ranked(board)
+        lines.append(text[0].upper() + text[1:] + ".")
     return "\n".join(lines) + "\n"
 
 

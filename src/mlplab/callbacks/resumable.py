@@ -1,0 +1,65 @@
+"""Lightning's ModelCheckpoint and EarlyStopping, as a resumed run needs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
+from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
+
+
+class ModelCheckpoint(_LightningModelCheckpoint):
+    """Two changes to Lightning 2.6's:
+
+    - `last.ckpt` is written at the end of every epoch. Lightning writes it only on epochs that
+      also write a top-k checkpoint, so after an epoch without improvement it was stale: a
+      killed run lost every epoch since its best, and `resume=` repeated them.
+    - Resumed in a new directory (`ckpt_path=` of another run), the best checkpoint so far is
+      copied in and stays the one to beat. Lightning forgets its score there, so the first new
+      epoch became "best", however bad, and was the one tested.
+    """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def _save_last_if_missed(self, trainer: L.Trainer) -> None:
+        # Skipped when this step was saved already (top-k and last together), in sanity
+        # checking, and on fast_dev_run: the same rules as Lightning's own saves.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old_dir, old_best = state_dict.get("dirpath", self.dirpath), state_dict.get("best_model_path")
+        if self.dirpath and old_dir != self.dirpath and old_best and Path(old_best).is_file():
+            new_best = Path(self.dirpath) / Path(old_best).name
+            new_best.parent.mkdir(parents=True, exist_ok=True)
+            tmp = new_best.with_name(f".{new_best.name}.{os.getpid()}.tmp")  # every rank may copy
+            shutil.copy2(old_best, tmp)
+            os.replace(tmp, new_best)
+            score = state_dict.get("best_model_score")
+            state_dict = {**state_dict, "dirpath": self.dirpath, "best_model_path": str(new_best),
+                          "kth_best_model_path": str(new_best), "last_model_path": "",
+                          "best_k_models": {str(new_best): score} if score is not None else {}}
+        super().load_state_dict(state_dict)
+
+
+class EarlyStopping(_LightningEarlyStopping):
+    """Lightning restores `patience` from the checkpoint, so `resume=... trainer.max_epochs=N
+    callbacks.early_stopping.patience=P` kept the old patience and stopped at once. Here the
+    configured patience applies; the count of epochs without improvement is restored."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        patience = self.patience
+        super().load_state_dict(state_dict)
+        self.patience = patience
