@@ -3,12 +3,13 @@ IDX file or .npy>` (see conf/predict.yaml); writes predictions.csv into its run 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from mlplab.cli import guarded
+from mlplab.cli import guarded, run_entry_point
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
@@ -19,4 +20,4 @@ def main(cfg: DictConfig) -> Any:
 
 
 if __name__ == "__main__":
-    main()
+    run_entry_point(main, Path(__file__).resolve().parents[1] / "conf", "predict", resume=False)

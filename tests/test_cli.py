@@ -189,6 +189,15 @@ def test_resume_refuses_a_changed_optimizer_and_applies_a_new_patience(tmp_path:
     assert summary(out)["epochs"] == 5  # Lightning restored patience 1 and stopped at once
 
 
+def test_resume_keeps_interpolations_in_the_runs_overrides_verbatim(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run([*SYNTH, "trainer.max_epochs=2", "callbacks.early_stopping.patience=${trainer.max_epochs}",
+                f"hydra.run.dir={out}"]).returncode == 0
+    r = run([f"resume={out}", "trainer.max_epochs=3"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "callbacks.early_stopping.patience=${trainer.max_epochs}" in (out / ".hydra" / "overrides.yaml").read_text()
+
+
 def test_resume_of_a_non_run_directory_is_refused(tmp_path: Path) -> None:
     r = run([f"resume={tmp_path}"])
     assert r.returncode == 1 and "not a run directory" in r.stderr and "Traceback" not in r.stderr
@@ -215,6 +224,17 @@ def test_sigint_finishes_the_step_saves_last_and_exits_nonzero(tmp_path: Path) -
     last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] > 0 and last["epoch"] == 0
     assert not list(out.rglob("*.tmp")) and not (out / "summary.json").exists()
+    # Interrupted again while resumed: the run's overrides survive (Lightning exits through
+    # SystemExit, past the success path that used to merge them).
+    proc = popen([f"resume={out}", "callbacks.early_stopping.patience=30"])
+    _wait_for(lambda: len(list((out / "tensorboard").glob("events.out.tfevents.*"))) > 1, proc)
+    time.sleep(2.0)  # inside the resumed epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Resume with" in err
+    overrides = (out / ".hydra" / "overrides.yaml").read_text()
+    assert "data.n_samples=400000" in overrides and "callbacks.early_stopping.patience=30" in overrides
+    assert "ckpt_path" not in overrides
 
 
 @pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")

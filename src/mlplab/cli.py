@@ -44,11 +44,10 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        result = fn(cfg)
+        return fn(cfg)
     except Exception as err:
         if _resuming is not None and _resuming.untouched():
-            # Nothing was trained: the run stays exactly as it was (its config, summary).
-            _resuming.restore()
+            # Nothing was trained: the run is put back as it was (in `finally`), not marked failed.
             if isinstance(err, _user_errors()) and os.environ.get("HYDRA_FULL_ERROR") != "1":
                 print(f"error: {err}", file=sys.stderr, flush=True)
                 sys.exit(1)
@@ -64,9 +63,10 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
             _record_failure(err)
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
-    if _resuming is not None:
-        _resuming.keep_overrides()
-    return result
+    finally:
+        # Also after Ctrl-C (Lightning exits through SystemExit) and failures mid-training.
+        if _resuming is not None:
+            _resuming.finish()
 
 
 def _record_failure(err: BaseException) -> None:
@@ -128,15 +128,35 @@ class _Resume:
             if path.is_file() and path not in self.existing and path.suffix != ".log":
                 path.unlink(missing_ok=True)
 
+    def finish(self) -> None:
+        """Put the run back if nothing was trained; else keep its overrides (below)."""
+        try:
+            if self.untouched():
+                self.restore()
+            else:
+                self.keep_overrides()
+        except Exception as err:  # noqa: BLE001 - bookkeeping must not fail a finished resume
+            log.warning("resume: could not restore %s's config files: %s", self.run_dir, err)
+
     def keep_overrides(self) -> None:
         """overrides.yaml is what reproduces the run (and names its row in a leaderboard):
         the run's own overrides updated by the resume's, not `ckpt_path=...last.ckpt`."""
+        import yaml
+
         original = self.before[".hydra/overrides.yaml"]
         merged: dict[str, str] = {}
-        for o in [*(OmegaConf.create(original.decode()) if original else []), *self.given]:
-            merged[str(o).split("=", 1)[0].lstrip("+~")] = str(o)
+        for o in (yaml.safe_load(original) or []) if original else []:  # verbatim: `${...}` unresolved
+            merged[_key(str(o))] = str(o)
+        for o in self.given:
+            k = _key(o)
+            # `+key=v` added a key the config lacks: replaying `key=w` alone would fail.
+            merged[k] = "+" + o if merged.get(k, "").startswith("+") and not o.startswith(("+", "~")) else o
         path = self.run_dir / ".hydra" / "overrides.yaml"
-        path.write_text(OmegaConf.to_yaml(OmegaConf.create(list(merged.values()))))
+        path.write_text(yaml.safe_dump(list(merged.values()), default_flow_style=False, allow_unicode=True))
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 _resuming: _Resume | None = None
@@ -165,7 +185,8 @@ def resume_argv(argv: list[str]) -> list[str]:
         if "=" in arg and "." not in key and OmegaConf.is_dict(config.get(key)):
             _exit(f"resume={run_dir}: {arg} would switch the config group {key!r}, which a resumed run "
                   f"cannot; set its keys instead (e.g. {key}.<name>=...), or start a new run")
-    _resuming = _Resume.of(run_dir, [a for a in rest if not a.startswith("-")])
+    # hydra.* overrides configure this process, not the run.
+    _resuming = _Resume.of(run_dir, [a for a in rest if not a.startswith("-") and not _key(a).startswith("hydra.")])
     return [argv[0], "--config-path", str(saved.parent), "--config-name", "config",
             f"hydra.run.dir={run_dir}", f"ckpt_path={last}", *rest]
 
@@ -190,8 +211,10 @@ class RunDirGuard(Callback):
                       f"second); choose another directory, or resume={run_dir} to continue that run")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlplab.sweeps.jobs import find_job_dirs
+
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-        jobs = sorted(p.parent.name for p in sweep_dir.glob("*/.hydra")) if sweep_dir.is_dir() else []
+        jobs = [str(d.relative_to(sweep_dir)) for d in find_job_dirs(sweep_dir)] if sweep_dir.is_dir() else []
         if jobs:
             _exit(f"hydra.sweep.dir={sweep_dir}: holds another sweep's jobs already ({len(jobs)}: "
                   f"{', '.join(jobs[:5])}{', ...' if len(jobs) > 5 else ''}), which this sweep would "
@@ -240,10 +263,11 @@ def key_hints(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
     return hints
 
 
-def run_entry_point(main: Callable[[], object], conf_dir: Path, config_name: str) -> None:
-    """Call a `@hydra.main` function with `resume=` expanded, adding close-match hints to
-    Hydra's error for a misspelt key."""
-    sys.argv = resume_argv(sys.argv)
+def run_entry_point(main: Callable[[], object], conf_dir: Path, config_name: str, resume: bool = True) -> None:
+    """Call a `@hydra.main` function (with `resume=` expanded, for training), adding
+    close-match hints to Hydra's error for a misspelt key."""
+    if resume:
+        sys.argv = resume_argv(sys.argv)
     try:
         main()
     except SystemExit as exit_:

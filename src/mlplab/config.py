@@ -196,7 +196,10 @@ def _check_optimizer(o: Mapping[str, Any]) -> None:
 def _precisions() -> tuple[str, ...]:
     from typing import get_args
 
-    from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+    from lightning.fabric.plugins.precision.precision import (
+        _PRECISION_INPUT_STR,
+        _PRECISION_INPUT_STR_ALIAS,
+    )
 
     return (*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))
 

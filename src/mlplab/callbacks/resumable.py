@@ -39,10 +39,14 @@ class ModelCheckpoint(_LightningModelCheckpoint):
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._stage, self._trainer = stage, trainer  # its ckpt_path is set only when restoring
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        old_dir, old_best = state_dict.get("dirpath", self.dirpath), state_dict.get("best_model_path")
-        if self.dirpath and old_dir != self.dirpath and old_best and Path(old_best).is_file():
-            new_best = Path(self.dirpath) / Path(old_best).name
+        old_best = self._previous_best(state_dict)
+        if old_best is not None:
+            new_best = Path(self.dirpath) / old_best.name
             new_best.parent.mkdir(parents=True, exist_ok=True)
             tmp = new_best.with_name(f".{new_best.name}.{os.getpid()}.tmp")  # every rank may copy
             shutil.copy2(old_best, tmp)
@@ -52,6 +56,20 @@ class ModelCheckpoint(_LightningModelCheckpoint):
                           "kth_best_model_path": str(new_best), "last_model_path": "",
                           "best_k_models": {str(new_best): score} if score is not None else {}}
         super().load_state_dict(state_dict)
+
+    def _previous_best(self, state_dict: dict[str, Any]) -> Path | None:
+        """The best checkpoint of the run being continued in a new directory: the one beside
+        the checkpoint resumed from (the stored absolute path may name a moved or since
+        resumed run's file). Only when fitting: `trainer.test(ckpt_path=best)` restores too."""
+        old_dir, stored = state_dict.get("dirpath", self.dirpath), state_dict.get("best_model_path")
+        if getattr(self, "_stage", None) != "fit" or not self.dirpath or old_dir == self.dirpath or not stored:
+            return None
+        trainer = getattr(self, "_trainer", None)
+        resumed_from = trainer.ckpt_path if trainer is not None else None
+        beside = Path(resumed_from).parent / Path(stored).name if resumed_from else None
+        if beside is not None and beside.is_file():
+            return beside
+        return None
 
 
 class EarlyStopping(_LightningEarlyStopping):
