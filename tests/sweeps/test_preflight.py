@@ -91,6 +91,21 @@ def test_image_data_is_provisioned_once_per_dataset_not_per_job(
     assert calls == [("fashion", "/somewhere"), ("mnist", "/somewhere")]
 
 
+def test_a_bad_data_file_is_named_not_silently_replaced(
+    sweep_cfg: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a single run: a present but bad file is an error; only `make data` replaces files.
+    raw = tmp_path / "d" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in mlplab.data.sources.DATASETS["mnist"].files:
+        (raw / f).write_bytes(b"\0" * 16)
+    monkeypatch.setattr(mlplab.data.sources, "provision", lambda *a, **k: pytest.fail("re-fetched"))
+    cfg = sweep_cfg([f"paths.data_dir={tmp_path / 'd'}"], params={"optimizer.lr": "0.01,0.1"})
+    with pytest.raises(preflight.PreflightError, match="t10k-images-idx3-ubyte|train-images-idx3-ubyte"):
+        preflight.check(cfg, loader())
+    assert (raw / "train-images-idx3-ubyte").read_bytes() == b"\0" * 16
+
+
 def test_a_failed_optuna_trial_is_reported_as_the_worst_value_not_nan() -> None:
     def ended(target: str, direction: str, value: object) -> object:
         cfg = OmegaConf.create({"hydra": {"sweeper": {"_target_": target, "direction": direction}}})

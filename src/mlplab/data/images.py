@@ -10,7 +10,7 @@ import torch
 
 from mlplab.data.augment import Augment, TestViews
 from mlplab.data.base import TensorDataModule, seeded_split
-from mlplab.data.sources import DATASETS, load_split, provision, raw_dir, verify
+from mlplab.data.sources import DATASETS, load_split, prepare
 
 
 class ImageDataModule(TensorDataModule):
@@ -49,12 +49,7 @@ class ImageDataModule(TensorDataModule):
         self.n_features = 28 * 28
 
     def prepare_data(self) -> None:
-        # Missing files are fetched; a file that is present but bad is an error naming the file,
-        # never silently replaced mid-experiment (`make data` re-provisions it on purpose).
-        if all((raw_dir(self.dataset, self.data_dir) / f).exists() for f in DATASETS[self.dataset].files):
-            verify(self.dataset, self.data_dir)
-        else:
-            provision(self.dataset, self.data_dir)
+        prepare(self.dataset, self.data_dir)
 
     def _load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         x, y = load_split(self.dataset, self.data_dir, "train")

@@ -442,6 +442,16 @@ def _install(spec: DatasetSpec, fetched: Path, raw: Path, filenames: Sequence[st
         os.replace(fetched / filename, raw / filename)
 
 
+def prepare(name: str, root: str | Path) -> None:
+    """What a run (or a sweep, once for all its jobs) does before reading a dataset: missing
+    files are fetched; a file that is present but bad is an error naming it, never silently
+    replaced mid-experiment (`make data` re-provisions it on purpose)."""
+    if all((raw_dir(name, root) / f).exists() for f in _spec(name).files):
+        verify(name, root)
+    else:
+        provision(name, root)
+
+
 def provision(
     name: str,
     root: str | Path,

@@ -132,11 +132,11 @@ def check(config: DictConfig, loader: object, provision_data: bool = True) -> in
     for job in jobs:
         datasets |= _check_job(config, loader, job)
     if provision_data:
-        from mlplab.data.sources import DataError, provision
+        from mlplab.data.sources import DataError, prepare
 
         for name, root in sorted(datasets):
             try:
-                provision(name, root)
+                prepare(name, root)  # as each job would, so a bad file is named, not replaced
             except DataError as err:
                 raise PreflightError(str(err)) from None
     log.info(
