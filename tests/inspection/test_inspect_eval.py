@@ -43,10 +43,15 @@ def test_eval_on_other_data_is_refused_in_one_line(mnist_run: Path, script, tmp_
     assert not out.exists()
 
 
+def _synthetic_run(make_cfg, tmp_path: Path, *overrides: str) -> tuple[Path, dict]:  # noqa: ANN001
+    """A tiny synthetic run in tmp_path/run: its checkpoints folder and its summary."""
+    train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "report=false", *FAST, *overrides]))
+    return tmp_path / "run" / "checkpoints", json.loads((tmp_path / "run" / "summary.json").read_text())
+
+
 def test_a_final_fit_is_evaluated_on_test_and_refuses_val_in_one_line(make_cfg, script, tmp_path: Path) -> None:
-    train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "data.val_size=0", "report=false", *FAST]))
-    final = tmp_path / "run" / "checkpoints" / "final.ckpt"
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    checkpoints, summary = _synthetic_run(make_cfg, tmp_path, "data.val_size=0")
+    final = checkpoints / "final.ckpt"
     out = tmp_path / "eval"
     proc = script("eval.py", f"ckpt_path={final}", f"hydra.run.dir={out}", "split=val")
     assert proc.returncode == 1
@@ -66,9 +71,8 @@ def test_a_final_fit_is_evaluated_on_test_and_refuses_val_in_one_line(make_cfg, 
 
 def test_a_chosen_data_group_keeps_the_checkpoints_seed_and_hold_out(make_cfg, script, tmp_path: Path) -> None:
     # Synthetic data is generated from the seed: another seed is another problem.
-    train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "seed=3", "report=false", *FAST]))
-    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    checkpoints, summary = _synthetic_run(make_cfg, tmp_path, "seed=3")
+    best = checkpoints / "best.ckpt"
     out = tmp_path / "eval"
     proc = script("eval.py", f"ckpt_path={best}", f"hydra.run.dir={out}", "data=synthetic")
     assert proc.returncode == 0, proc.stderr[-3000:]
