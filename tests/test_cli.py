@@ -113,6 +113,22 @@ def test_a_new_run_never_writes_into_a_directory_holding_another(tmp_path: Path)
     assert _files(out) == before  # config, checkpoints, summary, events: all the first run's
 
 
+@pytest.mark.parametrize("mode", ["run", "sweep"])
+def test_a_default_directory_taken_in_the_same_second_gets_a_suffix(tmp_path: Path, mode: str) -> None:
+    # Three runs started together (a shell loop with `&`) share one timestamp; each gets its own.
+    from omegaconf import OmegaConf
+
+    from mlplab.cli import RunDirGuard
+
+    taken = tmp_path / "runs" / "12-00-00"
+    dirs = []
+    for _ in range(3):
+        cfg = OmegaConf.create({"hydra": {mode: {"dir": str(taken)}, "overrides": {"hydra": []}}, "ckpt_path": None})
+        getattr(RunDirGuard(), f"on_{'multi' if mode == 'sweep' else ''}run_start")(cfg)
+        dirs.append(cfg.hydra[mode].dir)
+    assert dirs == [str(taken), f"{taken}-2", f"{taken}-3"] and all(Path(d).is_dir() for d in dirs)
+
+
 def test_a_reused_sweep_dir_is_refused_before_any_job(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = ["-m", *SYNTH, "trainer.max_epochs=1", "seed=1,2", f"hydra.sweep.dir={sweep}"]

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -192,9 +192,11 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 
 class RunDirGuard(Callback):
-    """A new run never writes into a directory that holds another run (same second, or a
-    reused `hydra.run.dir` / `hydra.sweep.dir`): it would overwrite that run's config,
-    checkpoints and summary. Only `resume=` (or `ckpt_path=` inside it) continues one."""
+    """A new run never writes into a directory that holds another run: it would overwrite
+    that run's config, checkpoints and summary. A directory you name (`hydra.run.dir`,
+    `hydra.sweep.dir`) that holds one is refused; the default, timestamped one, if another run
+    started in the same second took it, becomes `<time>-2` (`-3`, ...). Only `resume=` (or a
+    `ckpt_path=` inside the directory) continues a run in place."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if any(os.environ.get(v, "0") != "0" for v in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")):
@@ -203,22 +205,55 @@ class RunDirGuard(Callback):
         ckpt = config.get("ckpt_path")
         if ckpt and run_dir in Path(str(ckpt)).resolve().parents:
             return
-        try:
-            run_dir.mkdir(parents=True)  # atomic: of two runs started in the same second, one wins
-        except FileExistsError:
-            if any(run_dir.iterdir()):
-                _exit(f"hydra.run.dir={run_dir}: holds another run already (or one started in the same "
-                      f"second); choose another directory, or resume={run_dir} to continue that run")
+        occupied = lambda d: any(d.iterdir())  # noqa: E731
+        if _named(config, "hydra.run.dir"):
+            if not _claim(run_dir) and occupied(run_dir):
+                _exit(f"hydra.run.dir={run_dir}: holds another run already; choose another directory, "
+                      f"or resume={run_dir} to continue that run")
+        else:
+            _set(config, "run", _claim_free(run_dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlplab.sweeps.jobs import find_job_dirs
 
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-        jobs = [str(d.relative_to(sweep_dir)) for d in find_job_dirs(sweep_dir)] if sweep_dir.is_dir() else []
+        if not _named(config, "hydra.sweep.dir"):
+            _set(config, "sweep", _claim_free(sweep_dir))
+            return
+        _claim(sweep_dir)
+        jobs = [str(d.relative_to(sweep_dir)) for d in find_job_dirs(sweep_dir)]
         if jobs:
             _exit(f"hydra.sweep.dir={sweep_dir}: holds another sweep's jobs already ({len(jobs)}: "
                   f"{', '.join(jobs[:5])}{', ...' if len(jobs) > 5 else ''}), which this sweep would "
                   "overwrite; choose another hydra.sweep.dir")
+
+
+def _named(config: DictConfig, key: str) -> bool:
+    """Whether the user gave `key` on the command line (else it is the timestamped default)."""
+    return any(str(o).lstrip("+").split("=", 1)[0] == key for o in config.hydra.overrides.hydra)
+
+
+def _claim(path: Path) -> bool:
+    """Create `path`; False if it existed. mkdir is atomic: of two runs, one creates it."""
+    try:
+        path.mkdir(parents=True)
+        return True
+    except FileExistsError:
+        return False
+
+
+def _claim_free(path: Path) -> Path:
+    for candidate in (path, *(path.with_name(f"{path.name}-{n}") for n in range(2, 1000))):
+        if _claim(candidate):
+            return candidate
+    _exit(f"{path}: no free directory name left beside it")
+    raise AssertionError  # unreachable: _exit leaves
+
+
+def _set(config: DictConfig, mode: str, path: Path) -> None:
+    """Point Hydra at the claimed directory: the job reads `hydra.<mode>.dir` after this."""
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra[mode].dir = str(path)
 
 
 def _exit(message: str) -> None:
