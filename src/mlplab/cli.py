@@ -20,6 +20,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from mlplab.sweeps.jobs import find_job_dirs
+from mlplab.sweeps.jobs import key as override_key
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -146,17 +149,13 @@ class _Resume:
         original = self.before[".hydra/overrides.yaml"]
         merged: dict[str, str] = {}
         for o in (yaml.safe_load(original) or []) if original else []:  # verbatim: `${...}` unresolved
-            merged[_key(str(o))] = str(o)
+            merged[override_key(str(o))] = str(o)
         for o in self.given:
-            k = _key(o)
+            k = override_key(o)
             # `+key=v` added a key the config lacks: replaying `key=w` alone would fail.
             merged[k] = "+" + o if merged.get(k, "").startswith("+") and not o.startswith(("+", "~")) else o
         path = self.run_dir / ".hydra" / "overrides.yaml"
         path.write_text(yaml.safe_dump(list(merged.values()), default_flow_style=False, allow_unicode=True))
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 _resuming: _Resume | None = None
@@ -181,12 +180,12 @@ def resume_argv(argv: list[str]) -> list[str]:
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
     config: Any = OmegaConf.load(saved)
     for arg in rest:
-        key = arg.split("=", 1)[0].lstrip("+~")
-        if "=" in arg and "." not in key and OmegaConf.is_dict(config.get(key)):
-            _exit(f"resume={run_dir}: {arg} would switch the config group {key!r}, which a resumed run "
-                  f"cannot; set its keys instead (e.g. {key}.<name>=...), or start a new run")
+        group = override_key(arg)
+        if "=" in arg and "." not in group and OmegaConf.is_dict(config.get(group)):
+            _exit(f"resume={run_dir}: {arg} would switch the config group {group!r}, which a resumed run "
+                  f"cannot; set its keys instead (e.g. {group}.<name>=...), or start a new run")
     # hydra.* overrides configure this process, not the run.
-    _resuming = _Resume.of(run_dir, [a for a in rest if not a.startswith("-") and not _key(a).startswith("hydra.")])
+    _resuming = _Resume.of(run_dir, [a for a in rest if not a.startswith("-") and not override_key(a).startswith("hydra.")])
     return [argv[0], "--config-path", str(saved.parent), "--config-name", "config",
             f"hydra.run.dir={run_dir}", f"ckpt_path={last}", *rest]
 
@@ -205,17 +204,14 @@ class RunDirGuard(Callback):
         ckpt = config.get("ckpt_path")
         if ckpt and run_dir in Path(str(ckpt)).resolve().parents:
             return
-        occupied = lambda d: any(d.iterdir())  # noqa: E731
         if _named(config, "hydra.run.dir"):
-            if not _claim(run_dir) and occupied(run_dir):
+            if not _claim(run_dir) and any(run_dir.iterdir()):
                 _exit(f"hydra.run.dir={run_dir}: holds another run already; choose another directory, "
                       f"or resume={run_dir} to continue that run")
         else:
             _set(config, "run", _claim_free(run_dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from mlplab.sweeps.jobs import find_job_dirs
-
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         if not _named(config, "hydra.sweep.dir"):
             _set(config, "sweep", _claim_free(sweep_dir))
@@ -228,9 +224,9 @@ class RunDirGuard(Callback):
                   "overwrite; choose another hydra.sweep.dir")
 
 
-def _named(config: DictConfig, key: str) -> bool:
-    """Whether the user gave `key` on the command line (else it is the timestamped default)."""
-    return any(str(o).lstrip("+").split("=", 1)[0] == key for o in config.hydra.overrides.hydra)
+def _named(config: DictConfig, name: str) -> bool:
+    """Whether the user gave `name` on the command line (else it is the timestamped default)."""
+    return any(override_key(str(o)) == name for o in config.hydra.overrides.hydra)
 
 
 def _claim(path: Path) -> bool:

@@ -232,8 +232,8 @@ def _check_callbacks(c: Mapping[str, Any]) -> None:
         if direction and node.get("mode", direction) != direction:
             # Otherwise the worst epoch is kept as best.ckpt and tested, and early stopping
             # stops while the metric still improves.
-            _fail(f"callbacks.{name}.mode", node.get("mode"), f"{node['monitor']} is better when higher: expected "
-                  f"{direction}" if direction == "max" else f"{node['monitor']} is better when lower: expected min")
+            better = "higher" if direction == "max" else "lower"
+            _fail(f"callbacks.{name}.mode", node.get("mode"), f"{node['monitor']} is better when {better}: expected {direction}")
         if "patience" in node and not (isinstance(node["patience"], int) and node["patience"] >= 0):
             _fail(f"callbacks.{name}.patience", node["patience"], "expected an integer ≥ 0")
         filename = node.get("filename")

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def _container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+    """A config node as plain Python; plain values (a checkpoint's saved dicts) as they are."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
@@ -163,8 +164,8 @@ def _check_resumable(path: str, model: L.LightningModule) -> None:
     saved = ckpt.get("hyper_parameters") or {}
     for group in ("optimizer", "scheduler"):
         theirs, mine = saved.get(group), model.hparams.get(group)
-        if group in saved and _plain(theirs) != _plain(mine):
-            changed = _first_difference(_plain(theirs), _plain(mine), group)
+        if group in saved and _container(theirs) != _container(mine):
+            changed = _first_difference(_container(theirs), _container(mine), group)
             raise CheckpointError(
                 f"ckpt_path={path}: {changed}; a resumed run keeps the optimizer and schedule it "
                 "was trained with (their state is restored); start a new run to change them")
@@ -178,10 +179,6 @@ def _check_resumable(path: str, model: L.LightningModule) -> None:
                 f"{list(tensor.shape)} in this config); resume with the config it was trained with "
                 "(resume=RUN_DIR does that)"
             )
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
 
 
 def _first_difference(theirs: Any, mine: Any, key: str) -> str:

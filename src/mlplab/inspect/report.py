@@ -15,6 +15,7 @@ from mlplab.inspect.plots import (
     most_confident_mistakes,
     save_png,
 )
+from mlplab.sweeps.jobs import find_job_dirs
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = {"val": "validation", "test": "test"}
@@ -157,11 +158,11 @@ def write_report(run_dir: Path, split: str = "val", data_dir: str | None = None)
         raise ReportError(f"{run_dir}: no such run directory")
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {sorted(SPLIT_NAMES)}, not {split!r}")
-    jobs = sorted(p.parent.name for p in run_dir.glob("*/.hydra"))
-    if jobs and not (run_dir / ".hydra").is_dir():
+    jobs = [d for d in find_job_dirs(run_dir) if d != run_dir]
+    if jobs:
         # A sweep folder: its jobs' event files would be drawn as one run's curves.
         raise ReportError(f"{run_dir}: a sweep directory ({len(jobs)} jobs); give one job's directory, "
-                          f"e.g. {run_dir / jobs[0]}, or see leaderboard.png there")
+                          f"e.g. {jobs[0]}, or see leaderboard.png there")
     summary = _summary(run_dir)
     written = [write_curves(run_dir, summary)]
     ckpt = _best_checkpoint(run_dir, summary)

@@ -123,7 +123,7 @@ class Classifier(L.LightningModule):
         self._monitor: tuple[str | None, bool] = (None, True)
         self._direct = False
         self._autocast: torch.dtype | None = None
-        self._planned_lengths: dict[int, dict[str, int]] = {}  # scheduler id → lengths it was built with
+        self._schedule_length: dict[str, int] = {}  # what configure_optimizers sized the schedule to
 
         # Training metrics: per-step tensors kept on the device and reduced once per epoch.
         # A per-step `self.log`, metric update or running sum is Python work and a possible
@@ -298,10 +298,9 @@ class Classifier(L.LightningModule):
         # steps, cosine's T_max) from the checkpoint. A fit of another length would either
         # step past the end (OneCycleLR raises mid-epoch) or re-warm the learning rate.
         for config in self.trainer.lr_scheduler_configs:
-            sched = config.scheduler
-            planned = self._planned_lengths.get(id(sched))
-            stored = {k: getattr(sched, k) for k in (planned or {}) if hasattr(sched, k)}
-            if planned and stored != planned:
+            sched, planned = config.scheduler, self._schedule_length
+            stored = {k: getattr(sched, k, None) for k in planned}
+            if stored != planned:
                 from mlplab.config import ConfigError
 
                 raise ConfigError(
@@ -396,9 +395,8 @@ class Classifier(L.LightningModule):
         # Lightning ignores these under manual optimization; `_step_schedulers` uses them.
         self._monitor = (sched_cfg.pop("monitor", None), sched_cfg.pop("strict", True))
         factory = instantiate(sched_cfg.pop("scheduler"))
-        lengths = self._scheduler_lengths(factory, sched_cfg)
-        scheduler = factory(optimizer, **lengths)
-        self._planned_lengths = {id(scheduler): lengths}
+        self._schedule_length = self._scheduler_lengths(factory, sched_cfg)
+        scheduler = factory(optimizer, **self._schedule_length)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **sched_cfg}}
 
     def _scheduler_lengths(self, factory: Any, sched_cfg: Mapping[str, Any]) -> dict[str, int]:
