@@ -484,3 +484,35 @@ def test_provision_existing_only_reports_the_bad_file_and_writes_nothing(fake: F
         S.provision("fake", fake.root, ("existing",))
     assert_one_line(err.value, str(fake.raw / "train-images-idx3-ubyte"), "missing")
     assert not fake.root.exists()
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def test_prepare_names_a_bad_file_even_when_another_is_missing(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run's `prepare` may fetch what is missing, but a present file that fails its check
+    # is the user's to look at: it is never replaced behind their back.
+    fake.write("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte")
+    bad = fake.raw / "train-images-idx3-ubyte"
+    bad.write_bytes(_flip_pixel(fake.files[bad.name]))
+    calls: list[str] = []
+    offline_source(monkeypatch, delivering(fake, calls))
+    with pytest.raises(S.DataError) as err:
+        S.prepare("fake", fake.root)
+    assert_one_line(err.value, str(bad), "md5")
+    assert calls == []
+    assert bad.read_bytes() == _flip_pixel(fake.files[bad.name])
+    assert not (fake.raw / "t10k-labels-idx1-ubyte").exists()
+
+
+def test_prepare_fetches_only_missing_files(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.write("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte")
+    kept = (fake.raw / "train-images-idx3-ubyte").stat().st_ino
+    calls: list[str] = []
+    offline_source(monkeypatch, delivering(fake, calls))
+    S.prepare("fake", fake.root)
+    assert calls == ["offline"]
+    S.verify("fake", fake.root)
+    assert (fake.raw / "train-images-idx3-ubyte").stat().st_ino == kept

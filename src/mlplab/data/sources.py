@@ -446,9 +446,11 @@ def prepare(name: str, root: str | Path) -> None:
     """What a run (or a sweep, once for all its jobs) does before reading a dataset: missing
     files are fetched; a file that is present but bad is an error naming it, never silently
     replaced mid-experiment (`make data` re-provisions it on purpose)."""
-    if all((raw_dir(name, root) / f).exists() for f in _spec(name).files):
-        verify(name, root)
-    else:
+    spec, raw = _spec(name), raw_dir(name, root)
+    present = [f for f in spec.files if (raw / f).exists()]
+    for filename in present:
+        _check_file(spec, raw / filename)
+    if len(present) < len(spec.files):
         provision(name, root)
 
 
