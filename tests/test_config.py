@@ -43,7 +43,21 @@ from mlplab.config import ConfigError, validate
         (["data.augment.hflip=yes"], "data.augment.hflip='yes': expected true or false"),
         (["data.augment.rotate=-5"], "data.augment.rotate=-5: expected degrees in [0, 180]"),
         (["data.augment.scale=1.5"], "data.augment.scale=1.5: expected a value in [0, 1)"),
-        (["data.augment.elastic_sigma=0"], "data.augment.elastic_sigma=0: expected a number > 0"),
+        (["data.augment.elastic_sigma=0"], "data.augment.elastic_sigma=0: expected a number in (0, 28]"),
+        # A huge sigma used to allocate its kernel's 6-sigma support (24 TB for 1e12).
+        (["data.augment.elastic_alpha=34", "data.augment.elastic_sigma=1e12"],
+         "data.augment.elastic_sigma=1000000000000.0: expected a number in (0, 28]"),
+        # These crashed with a traceback in the data module or in seed_everything, after the
+        # run directory (and, in a multirun, a "None" data folder) had been created.
+        (["data.data_dir=null"], "data.data_dir=null: expected the path of the data root"),
+        (["data.data_dir=5"], "data.data_dir=5: expected the path of the data root"),
+        (["data.seed=null"], "data.seed=null: expected an integer in [0, 4294967295]"),
+        (["data=synthetic", "data.seed=1.5"], "data.seed=1.5: expected an integer in [0, 4294967295]"),
+        (["seed=4294967296"], "data.seed=4294967296: expected an integer in [0, 4294967295]"),
+        (["seed=4294967296", "data.seed=1"], "seed=4294967296: expected an integer in [0, 4294967295]"),
+        (["seed=-1"], "data.seed=-1: expected an integer in [0, 4294967295]"),
+        (["seed=true"], "data.seed=True: expected an integer"),
+        (["data=synthetic", "data.eval_batch_size=true"], "data.eval_batch_size=True: expected null or an integer > 0"),
         (["data.tta.shift=-1"], "data.tta.shift=-1: expected an integer in [0, 8]"),
         (["data.tta.hflip=2"], "data.tta.hflip=2: expected true or false"),
         (["+data.tta.rotate=5"], "data.tta.rotate: not an argument of mlplab.data.augment.TestViews"),

@@ -24,6 +24,7 @@ from mlplab.models.mlp import ACTIVATIONS, INITS, NORMS
 # are reported, never chosen by.
 VAL_METRICS = ("val/acc_best", "val/acc", "val/loss")
 IMAGE_TRAIN_SIZE = 60_000
+MAX_SEED = 2**32 - 1
 
 
 class ConfigError(ValueError):
@@ -31,10 +32,11 @@ class ConfigError(ValueError):
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"{key}={_show(value)}: {allowed}")
+    raise ConfigError(f"{key}={show(value)}: {allowed}")
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A config value as the user would write it in an override."""
     if isinstance(value, (DictConfig, ListConfig)):
         value = OmegaConf.to_container(value)
     if value is None:
@@ -74,7 +76,7 @@ def check_signature(path: str, node: Mapping[str, Any], extra: tuple[str, ...] =
             if not isinstance(value, bool):
                 _fail(f"{path}.{key}", value, "expected true or false")
         elif isinstance(default, (int, float)) and not _is_number(value):
-            _fail(f"{path}.{key}", value, f"expected a {type(default).__name__}")
+            _fail(f"{path}.{key}", value, "expected an integer" if isinstance(default, int) else "expected a float")
 
 
 def _check_model(m: Mapping[str, Any]) -> None:
@@ -120,16 +122,29 @@ def _check_model(m: Mapping[str, Any]) -> None:
         _fail("model.init_std", m.get("init_std"), "expected a number > 0")
 
 
-def _check_data(d: Mapping[str, Any]) -> None:
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_seed(key: str, seed: Any) -> None:
+    # Lightning's seed_everything and numpy accept [0, 2^32 - 1]; torch.Generator any int.
+    if not (_is_int(seed) and 0 <= seed <= MAX_SEED):
+        _fail(key, seed, f"expected an integer in [0, {MAX_SEED}]")
+
+
+def check_data(d: Mapping[str, Any]) -> None:
+    """The `data` node (train, and `src/eval.py` with a data group named on its command line)."""
+    check_signature("data", d)
     for key in ("batch_size", "batches_per_call"):
-        if not (isinstance(d.get(key), int) and d[key] > 0):
+        if not (_is_int(d.get(key)) and d[key] > 0):
             _fail(f"data.{key}", d.get(key), "expected an integer > 0")
-    if not (isinstance(d.get("val_size"), int) and d["val_size"] >= 0):
+    if not (_is_int(d.get("val_size")) and d["val_size"] >= 0):
         _fail("data.val_size", d.get("val_size"), "expected an integer ≥ 0 (0: train on the whole training set)")
     if d.get("eval_batch_size") is not None and not (
-        isinstance(d["eval_batch_size"], int) and d["eval_batch_size"] > 0
+        _is_int(d["eval_batch_size"]) and d["eval_batch_size"] > 0
     ):
         _fail("data.eval_batch_size", d["eval_batch_size"], "expected null or an integer > 0")
+    _check_seed("data.seed", d.get("seed"))
     if "n_samples" in d:  # synthetic
         from mlplab.data.synthetic import KINDS
 
@@ -147,6 +162,8 @@ def _check_data(d: Mapping[str, Any]) -> None:
             _fail("data.val_size", d["val_size"],
                   f"must be smaller than the {train} samples left after data.test_size")
     else:
+        if not (isinstance(d.get("data_dir"), str) and d["data_dir"]):
+            _fail("data.data_dir", d.get("data_dir"), "expected the path of the data root, e.g. data")
         if d["val_size"] >= IMAGE_TRAIN_SIZE:
             _fail("data.val_size", d["val_size"], f"must be smaller than the {IMAGE_TRAIN_SIZE}-image training set")
         if not _is_number(d.get("mean", 0.0)):
@@ -172,8 +189,9 @@ def _check_augment(a: Mapping[str, Any]) -> None:
         _fail("data.augment.elastic_alpha", a.get("elastic_alpha"), "expected a number ≥ 0 (pixels)")
     if not (_is_number(a.get("erase", 0)) and 0 <= a.get("erase", 0) <= 1):
         _fail("data.augment.erase", a.get("erase"), "expected a probability in [0, 1]")
-    if not (_is_number(a.get("elastic_sigma", 4.0)) and a.get("elastic_sigma", 4.0) > 0):
-        _fail("data.augment.elastic_sigma", a.get("elastic_sigma"), "expected a number > 0 (pixels)")
+    # Beyond the image's width the smoothed field is one uniform shift (and its kernel huge).
+    if not (_is_number(a.get("elastic_sigma", 4.0)) and 0 < a.get("elastic_sigma", 4.0) <= 28):
+        _fail("data.augment.elastic_sigma", a.get("elastic_sigma"), "expected a number in (0, 28] (pixels)")
 
 
 def _check_tta(t: Mapping[str, Any]) -> None:
@@ -293,8 +311,7 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
                   + RELAUNCH_ADVICE)
     check_signature("model", cfg.model, extra=())
     _check_model(cfg.model)
-    check_signature("data", cfg.data)
-    _check_data(cfg.data)
+    check_data(cfg.data)
     check_signature("optimizer", cfg.optimizer)
     _check_optimizer(cfg.optimizer)
     if cfg.get("scheduler") and cfg.scheduler.get("scheduler"):
@@ -323,7 +340,6 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
     if cfg.get("optimized_metric") not in VAL_METRICS:
         _fail("optimized_metric", cfg.get("optimized_metric"),
               f"expected one of {', '.join(VAL_METRICS)} (the test set chooses nothing)")
-    if not isinstance(cfg.get("seed"), int):
-        _fail("seed", cfg.get("seed"), "expected an integer")
+    _check_seed("seed", cfg.get("seed"))
     if not isinstance(cfg.get("flush_denormal", True), bool):
         _fail("flush_denormal", cfg.get("flush_denormal"), "expected true or false")

@@ -11,7 +11,7 @@ import csv
 import io
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +198,8 @@ def _read_image(path: Path, shape: tuple[int, int], invert: str) -> np.ndarray:
             return to_mnist_pixels(img, shape, invert)
     except UnidentifiedImageError:
         raise _data_error(f"{path}: not a readable PNG/JPEG image") from None
+    except Image.DecompressionBombError as e:
+        raise _data_error(f"{path}: refused ({e})") from None
     except OSError as e:
         raise _data_error(f"{path}: unreadable image ({e.strerror or e})") from None
 
@@ -206,6 +208,7 @@ def read_idx_images(path: Path) -> np.ndarray:
     """uint8 [N, H, W] from an IDX images file (optionally gzipped), checked against its
     own header."""
     import gzip
+    import zlib
 
     from mlplab.data.sources import IMAGES_MAGIC, LABELS_MAGIC
 
@@ -214,7 +217,7 @@ def read_idx_images(path: Path) -> np.ndarray:
             gz = f.read(2) == b"\x1f\x8b"
         with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise _data_error(f"{path}: unreadable ({getattr(e, 'strerror', None) or e})") from None
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
     if magic == LABELS_MAGIC:
@@ -361,6 +364,27 @@ def _checked_precision(cfg: Any) -> str | None:
     return None if chosen is None else str(chosen)
 
 
+# Data keys that leave the split's samples as they are; every other one can change which
+# samples form the hold-out (its size, the seed, a synthetic problem's generation).
+_SAME_SAMPLES = ("batch_size", "eval_batch_size", "batches_per_call", "data_dir", "mean", "std", "augment", "tta")
+
+
+def _check_same_holdout(data: dict[str, Any], trained: Mapping[str, Any], ckpt_path: Path) -> None:
+    """`split=val` with a data group named on the command line must score the checkpoint's
+    own hold-out: any other contains samples it was trained on."""
+    from mlplab.config import ConfigError, show
+
+    if trained.get("val_size") == 0:
+        data["val_size"] = 0  # refused by the caller: nothing was held out
+        return
+    for key, value in trained.items():
+        if key.startswith("_") or key in _SAME_SAMPLES or key not in data or data[key] == value:
+            continue
+        raise ConfigError(f"data.{key}={show(data[key])}: {ckpt_path} held out its validation split with "
+                          f"data.{key}={show(value)}; another hold-out contains samples it was trained on "
+                          "(for split=val, leave it as trained)")
+
+
 def run_eval(cfg: Any) -> dict[str, Any]:
     """`src/eval.py`: test metrics of a checkpoint, printed and written to eval.json."""
     import json
@@ -369,7 +393,7 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from mlplab import checkpoints
-    from mlplab.config import ConfigError
+    from mlplab.config import ConfigError, check_data
 
     ckpt_path = _required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt")
     if cfg.split not in SPLITS:
@@ -386,14 +410,9 @@ def run_eval(cfg: Any) -> dict[str, Any]:
         data = OmegaConf.to_container(cfg.data, resolve=True)
         data["seed"] = cfg.seed if cfg.get("seed") is not None else loaded.data.get("seed", data.get("seed"))
         data_name, data_dir = str(HydraConfig.get().runtime.choices.get("data")), None
-        if cfg.split == "val" and "val_size" in loaded.data:
-            # Any other hold-out contains images the model was trained on.
-            if loaded.data["val_size"] == 0:
-                data["val_size"] = 0  # refused below: no image was held out
-            elif data.get("val_size") != loaded.data["val_size"]:
-                raise ConfigError(f"data.val_size={data.get('val_size')}: {ckpt_path} held out "
-                                  f"data.val_size={loaded.data['val_size']} images; a validation split of "
-                                  "another size contains images it was trained on")
+        check_data(data)
+        if cfg.split == "val" and data.get("_target_") == loaded.data.get("_target_"):
+            _check_same_holdout(data, loaded.data, ckpt_path)
     else:
         data, data_name, data_dir = loaded.data, "", str(cfg.paths.data_dir)
     dm = checkpoints.build_datamodule(ckpt_path, data, data_dir)

@@ -161,7 +161,8 @@ def test_verify_rejects_missing_file(fake: Fake) -> None:
     (fake.raw / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(S.DataError) as err:
         S.verify("fake", fake.root)
-    assert_one_line(err.value, str(fake.raw / "t10k-labels-idx1-ubyte"), "missing", "make data")
+    # `make data` alone provisions ./data: the fix names this root.
+    assert_one_line(err.value, str(fake.raw / "t10k-labels-idx1-ubyte"), "missing", f"`make data DATA={fake.root}`")
 
 
 def test_real_md5_table_is_the_briefed_one() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import gzip
+import struct
+import zlib
 from pathlib import Path
 
 import inspection_support as support
@@ -114,6 +116,16 @@ def _bad_inputs(tmp_path: Path, synthetic: bool) -> dict[str, tuple[Path, str]]:
     (d / "labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + (3).to_bytes(4, "big") + bytes(3))
     (d / "short-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (9, 28, 28)) + bytes(100))
     (d / "data.csv").write_text("1,2,3\n")
+    # A gzipped IDX file whose deflate stream is damaged: zlib's own error, not an OSError.
+    pixels = (np.random.default_rng(0).random((9, 28, 28)) < 0.3).astype(np.uint8) * 200
+    gz = bytearray(gzip.compress(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (9, 28, 28)) + pixels.tobytes()))
+    gz[40:100] = bytes(b ^ 0x55 for b in gz[40:100])
+    (d / "damaged-idx3-ubyte.gz").write_bytes(gz)
+    # A PNG header claiming 20000×20000 pixels: PIL refuses to decode it (a decompression bomb).
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 20000, 20000, 1, 0, 0, 0, 0)
+    (d / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr
+                                 + struct.pack(">I", zlib.crc32(ihdr)) + struct.pack(">I", 0) + b"IEND"
+                                 + struct.pack(">I", zlib.crc32(b"IEND")))
     if synthetic:
         return {
             "png for a synthetic model": (d / "fake.png", "trained on synthetic features; give a .npy array of shape [N, 20]"),
@@ -131,6 +143,8 @@ def _bad_inputs(tmp_path: Path, synthetic: bool) -> dict[str, tuple[Path, str]]:
         "idx labels": (d / "labels-idx1-ubyte", "an IDX labels file; predict needs the images file"),
         "idx truncated": (d / "short-idx3-ubyte", "116 bytes, expected 7072 for 9 images of 28×28"),
         "other type": (d / "data.csv", "not an IDX images file"),
+        "damaged gzip": (d / "damaged-idx3-ubyte.gz", "unreadable (Error -3 while decompressing data"),
+        "decompression bomb": (d / "bomb.png", "refused (Image size (400000000 pixels) exceeds limit"),
     }
 
 

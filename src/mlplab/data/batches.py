@@ -21,7 +21,8 @@ class TensorBatches:
     """An iterable of `(x, y)` batches over in-memory tensors.
 
     The order of epoch `e` is `randperm(n, seed + e)`, so it depends only on the seed and the
-    epoch number: a resumed run sees the same batches as an uninterrupted one. Under DDP each
+    epoch number: a run resumed at an epoch boundary sees the same batches as an uninterrupted
+    one (from a mid-epoch checkpoint, the epoch restarts from the start of its order). Under DDP each
     rank takes a disjoint, equally long shard of that permutation (equal lengths keep the
     ranks' gradient all-reduces in step).
 

@@ -38,7 +38,6 @@ import torch
 
 log = logging.getLogger(__name__)
 
-FIX = "run `make data` to re-provision it"
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dims
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dim
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
@@ -49,6 +48,16 @@ DOWNLOAD_SOCKET_TIMEOUT_S = 15.0
 SUBPROCESS_TIMEOUT_S = 300.0
 STAGING_PREFIX = ".provision-"
 STALE_STAGING_S = 3600.0
+
+
+def _make_data(root: Path) -> str:
+    """The command that provisions `root`: `make data` alone fills only the default one."""
+    return "`make data`" if str(root) == "data" else f"`make data DATA={root}`"
+
+
+def _fix(path: Path, what: str = "re-provision it") -> str:
+    """How to repair `path`, a file of <root>/<Folder>/raw."""
+    return f"run {_make_data(path.parents[2])} to {what}"
 
 
 class DataError(Exception):
@@ -142,30 +151,30 @@ def _check_file(spec: DatasetSpec, path: Path, *, keep: bool = False) -> bytearr
         with open(path, "rb") as f:
             header = f.read(header_len)
     except FileNotFoundError:
-        raise DataError(f"{path}: missing; run `make data` to provision it") from None
+        raise DataError(f"{path}: missing; {_fix(path, 'provision it')}") from None
     except OSError as e:
-        raise DataError(f"{path}: unreadable ({e.strerror}); {FIX}") from None
+        raise DataError(f"{path}: unreadable ({e.strerror}); {_fix(path)}") from None
 
-    truncated = f"{path}: truncated: {size} bytes, expected {expected_size}; {FIX}"
+    truncated = f"{path}: truncated: {size} bytes, expected {expected_size}; {_fix(path)}"
     if header[:2] == b"\x1f\x8b":
-        raise DataError(f"{path}: gzip-compressed, expected the uncompressed IDX file; {FIX}")
+        raise DataError(f"{path}: gzip-compressed, expected the uncompressed IDX file; {_fix(path)}")
     if len(header) < 4:
         raise DataError(truncated)
     got_magic = int.from_bytes(header[:4], "big")
     if got_magic != magic:
         kind = "images" if magic == IMAGES_MAGIC else "labels"
         raise DataError(
-            f"{path}: wrong IDX magic 0x{got_magic:08x}, expected 0x{magic:08x} ({kind}); {FIX}"
+            f"{path}: wrong IDX magic 0x{got_magic:08x}, expected 0x{magic:08x} ({kind}); {_fix(path)}"
         )
     if len(header) < header_len:
         raise DataError(truncated)
     got_dims = struct.unpack(f">{len(dims)}I", header[4:])
     if got_dims != dims:
-        raise DataError(f"{path}: wrong shape {got_dims}, expected {dims}; {FIX}")
+        raise DataError(f"{path}: wrong shape {got_dims}, expected {dims}; {_fix(path)}")
     if size < expected_size:
         raise DataError(truncated)
     if size > expected_size:
-        raise DataError(f"{path}: {size} bytes, expected {expected_size} (trailing data); {FIX}")
+        raise DataError(f"{path}: {size} bytes, expected {expected_size} (trailing data); {_fix(path)}")
 
     data: bytearray | None = None
     h = hashlib.md5()
@@ -179,7 +188,7 @@ def _check_file(spec: DatasetSpec, path: Path, *, keep: bool = False) -> bytearr
                 h.update(chunk)
     want = spec.files[path.name]
     if h.hexdigest() != want:
-        raise DataError(f"{path}: md5 mismatch (got {h.hexdigest()}, expected {want}); {FIX}")
+        raise DataError(f"{path}: md5 mismatch (got {h.hexdigest()}, expected {want}); {_fix(path)}")
     return data
 
 
@@ -501,7 +510,7 @@ def provision(
             raise DataError(
                 f"{raw}: could not provision {', '.join(needed)} (tried {'; '.join(tried)}); "
                 "connect to the internet or copy the uncompressed IDX files there, "
-                "then run `make data`"
+                f"then run {_make_data(raw.parents[1])}"
             )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
