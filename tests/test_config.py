@@ -1,6 +1,7 @@
 """Each invalid value is refused before anything runs, naming the key, value and what is allowed."""
 
 import pytest
+import torch
 
 from mlplab.config import ConfigError, validate
 
@@ -134,3 +135,11 @@ def test_optimizers_with_a_fused_step_use_it(make_cfg, name) -> None:
     optimizer = model.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     assert isinstance(optimizer, torch.optim.Optimizer) and optimizer.defaults["fused"] is True
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU")
+def test_an_accelerator_this_machine_lacks_is_refused_unless_the_run_is_elsewhere(make_cfg) -> None:
+    cfg = make_cfg(["trainer=gpu"])
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator='gpu': no such device on this machine"):
+        validate(cfg)
+    validate(cfg, here=False)  # a SLURM sweep's jobs, checked on the login node, run on GPU nodes

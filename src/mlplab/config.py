@@ -289,11 +289,28 @@ def _several_devices(t: Mapping[str, Any]) -> bool:
     return isinstance(devices, int) and (devices > 1 or devices == -1)
 
 
-def validate(cfg: DictConfig, multirun: bool = False) -> None:
+def _device_available(accelerator: str) -> bool:
+    from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
+
+    return {
+        "gpu": lambda: CUDAAccelerator.is_available() or MPSAccelerator.is_available(),
+        "cuda": CUDAAccelerator.is_available,
+        "mps": MPSAccelerator.is_available,
+        "tpu": XLAAccelerator.is_available,
+    }.get(accelerator, lambda: True)()
+
+
+def validate(cfg: DictConfig, multirun: bool = False, here: bool = True) -> None:
     """Raise `ConfigError` for the first invalid key of the composed config. `multirun`: in a
-    sweep whose launcher relaunches (see `launcher_relaunches`)."""
+    sweep whose launcher relaunches (see `launcher_relaunches`). `here`: the run will execute
+    on this machine, so its accelerator must exist here (not so for a SLURM sweep's jobs,
+    submitted from a login node)."""
     try:
         _validate(cfg, multirun)
+        accelerator = str(cfg.trainer.get("accelerator", "auto"))
+        if here and not _device_available(accelerator):
+            _fail("trainer.accelerator", accelerator, "no such device on this machine; use trainer=cpu, "
+                  "or trainer.accelerator=auto to take a GPU where there is one")
     except InterpolationResolutionError as err:
         # e.g. callbacks.early_stopping=null: model_checkpoint.monitor is ${..early_stopping.monitor}.
         key = getattr(err, "full_key", None) or "config"

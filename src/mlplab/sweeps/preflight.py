@@ -108,7 +108,9 @@ def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[
     try:
         hc.set_config(cfg)
         if "model" in cfg and "trainer" in cfg:  # train's config; another entry point only composes
-            validate(cfg, multirun=launcher_relaunches(cfg.hydra.launcher.get("_target_")))  # as train() will
+            # As train() will; a SLURM job's device is on its node, not here.
+            relaunches = launcher_relaunches(cfg.hydra.launcher.get("_target_"))
+            validate(cfg, multirun=relaunches, here=relaunches)
         target = cfg.data.get("_target_")
         name = getattr(get_class(target), "dataset", "") if target else ""
         return {(name, str(cfg.data.data_dir))} if name in DATASETS else set()
