@@ -22,6 +22,14 @@ from mlplab import bench
         (["--variants", "plain,keras"], "--variants: unknown ['keras']"),
         (["--rounds", "0"], "--rounds=0: need ≥ 1"),
         (["--threads", "0"], "--threads=0: need ≥ 1"),
+        # A repeated variant paired round 2's mlplab run with round 1's second plain run.
+        (["--variants", "plain,mlplab,plain"], "--variants=plain,mlplab,plain: each variant at most once"),
+        # These used to fail in the child after other variants had run, printing its traceback,
+        # or (trainer=gpu) to be overridden silently and benchmark the CPU.
+        (["--set", "data.batches_per_call=0"], "--set: data.batches_per_call=0: expected an integer > 0"),
+        (["--set", "foo.bar=1"], "--set: Could not override 'foo.bar'"),
+        (["--set", "trainer=gpu"], "--set=trainer=gpu: the bench fixes trainer"),
+        (["--set", "model.dropout=0.5"], "--set=model.dropout=0.5: the bench fixes model.dropout"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_argument_named(args: list[str], message: str) -> None:
@@ -38,6 +46,14 @@ def test_out_under_a_file_is_refused_before_any_work(tmp_path) -> None:  # noqa:
     assert proc.returncode == 2
     assert f"--out={out}: {tmp_path / 'results'} is a file, not a directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_out_that_is_a_directory_is_refused_before_any_work(tmp_path) -> None:  # noqa: ANN001
+    proc = subprocess.run([sys.executable, "-m", "mlplab.bench", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert f"--out={tmp_path}: a directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cuda_without_a_gpu_is_one_line() -> None:

@@ -145,12 +145,18 @@ def epoch_timer(path: str) -> Any:
     return _timer(path)
 
 
-def _mlplab(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path, extra: list[str]) -> list[float]:
+# What every variant shares, so the mlplab variant's `--set` may not change it: the whole model
+# and optimizer groups, and these keys.
+FIXED_GROUPS = ("model", "optimizer")
+FIXED = ("paths.data_dir", "data", "data.batch_size", "trainer", "trainer.max_epochs", "trainer.accelerator",
+         "trainer.devices")
+
+
+def _compose(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path, extra: list[str]) -> Any:
+    """The mlplab variant's config, as src/train.py would compose it, with its run dir `out`."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
-
-    from mlplab.training import train
 
     overrides = [
         f"paths.data_dir={data_dir}",
@@ -165,17 +171,41 @@ def _mlplab(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path,
         f"callbacks.early_stopping.patience={epochs + 1}",  # on, but must not end the timing early
         *extra,
     ]
-    times_file = out / "epoch_times.json"
     # Timed inside train() itself: the same validation, objects and run as src/train.py.
-    overrides.append(f"+callbacks.bench_timer={{_target_:mlplab.bench.epoch_timer,path:'{times_file}'}}")
+    overrides.append(f"+callbacks.bench_timer={{_target_:mlplab.bench.epoch_timer,path:'{out / 'epoch_times.json'}'}}")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(out)
         cfg.hydra.job.name = "bench"
     HydraConfig.instance().set_config(cfg)
-    train(cfg)
-    return json.loads(times_file.read_text())
+    return cfg
+
+
+def _mlplab(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path, extra: list[str]) -> list[float]:
+    from mlplab.training import train
+
+    train(_compose(batch_size, epochs, data_dir, device, out, extra))
+    return json.loads((out / "epoch_times.json").read_text())
+
+
+def check_overrides(overrides: list[str], batch_size: int, epochs: int, data_dir: str, device: Any) -> str | None:
+    """Why `--set` cannot run (one line), or None: checked before any variant runs, as
+    src/train.py checks its command line."""
+    from mlplab.config import ConfigError, validate
+
+    for o in overrides:
+        key = o.lstrip("+~").split("=", 1)[0].strip()
+        if key in FIXED or key.split(".")[0] in FIXED_GROUPS:
+            return (f"--set={o}: the bench fixes {key} (the same model, optimizer, batch size and device in every "
+                    "variant); use --batch-sizes or --device")
+    try:
+        validate(_compose(batch_size, epochs, data_dir, device, Path("unused"), overrides))
+    except ConfigError as err:
+        return f"--set: {err}"
+    except Exception as err:  # noqa: BLE001 -- Hydra's composition errors have several types
+        return f"--set: {str(err).strip().splitlines()[0]}"
+    return None
 
 
 def _torchvision(batch_size: int, epochs: int, data_dir: str, device: Any) -> list[float]:
@@ -323,11 +353,18 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variants.split(",")
     if unknown := [v for v in variants if v not in VARIANTS]:
         parser.error(f"--variants: unknown {unknown}; expected some of {', '.join(VARIANTS)}")
-    _device(args.device)  # fail before any work if the device is unavailable
+    if len(set(variants)) < len(variants):
+        # Ratios pair each round's runs of two variants; a repeated one would pair the wrong runs.
+        parser.error(f"--variants={args.variants}: each variant at most once")
+    device = _device(args.device)  # fail before any work if the device is unavailable
     # The child processes run in the repository root: a relative path means the caller's folder.
     args.data_dir = str(Path(args.data_dir).expanduser().resolve())
     if (blocked := next((p for p in Path(args.out).parents if p.exists() and not p.is_dir()), None)) is not None:
         parser.error(f"--out={args.out}: {blocked} is a file, not a directory")
+    if Path(args.out).is_dir():
+        parser.error(f"--out={args.out}: a directory; expected the JSON file to write, e.g. {Path(args.out) / 'bench.json'}")
+    if args.set and not args.one and (why := check_overrides(args.set, sizes[0], args.epochs, args.data_dir, device)):
+        parser.error(why)
 
     if args.one:
         result = run_one(variants[0], sizes[0], args.epochs, args.data_dir, args.device, args.set, args.threads)
@@ -369,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
         os.replace(tmp, out)
     except OSError as err:
+        tmp.unlink(missing_ok=True)
         print(table(results), file=sys.stderr)
         print(f"error: --out={args.out}: cannot write the results ({err.strerror})", file=sys.stderr)
         return 1
