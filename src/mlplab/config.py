@@ -126,6 +126,12 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def check_threads(value: Any) -> None:
+    """`torch_threads` of train, eval and predict: null (torch's default) or a count."""
+    if value is not None and not (_is_int(value) and value >= 1):
+        _fail("torch_threads", value, "expected null (torch's default) or an integer ≥ 1")
+
+
 def _check_seed(key: str, seed: Any) -> None:
     # Lightning's seed_everything and numpy accept [0, 2^32 - 1]; torch.Generator any int.
     if not (_is_int(seed) and 0 <= seed <= MAX_SEED):
@@ -358,5 +364,6 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
         _fail("optimized_metric", cfg.get("optimized_metric"),
               f"expected one of {', '.join(VAL_METRICS)} (the test set chooses nothing)")
     _check_seed("seed", cfg.get("seed"))
+    check_threads(cfg.get("torch_threads"))
     if not isinstance(cfg.get("flush_denormal", True), bool):
         _fail("flush_denormal", cfg.get("flush_denormal"), "expected true or false")

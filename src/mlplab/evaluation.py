@@ -186,7 +186,7 @@ def to_mnist_pixels(img: Any, shape: tuple[int, int], invert: str) -> np.ndarray
         gray = square
     if gray.size != (shape[1], shape[0]):
         gray = gray.resize((shape[1], shape[0]), Image.Resampling.LANCZOS)
-    return np.asarray(gray, dtype=np.uint8)
+    return np.array(gray, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on a read-only array
 
 
 def _read_image(path: Path, shape: tuple[int, int], invert: str) -> np.ndarray:
@@ -235,12 +235,17 @@ def read_idx_images(path: Path) -> np.ndarray:
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
+        with open(path, "rb") as f:
+            header = f.read(6)
+        # numpy reads any file without its header as a pickle, and says so: check it here.
+        if header != b"\x93NUMPY":
+            raise _data_error(f"{path}: not a .npy array file (no .npy header)")
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
         why = "holds Python objects (refused: loading them could run code)" if "bject" in str(e) else "not a .npy array file"
         raise _data_error(f"{path}: {why}") from None
     except (OSError, EOFError) as e:
-        raise _data_error(f"{path}: unreadable .npy file ({e})") from None
+        raise _data_error(f"{path}: unreadable .npy file ({getattr(e, 'strerror', None) or e})") from None
     if not isinstance(arr, np.ndarray):
         raise _data_error(f"{path}: not a single .npy array")
     return arr
@@ -348,8 +353,11 @@ def _run_dir() -> Path:
 
 
 def _set_threads(cfg: Any) -> None:
+    from mlplab.config import check_threads
+
+    check_threads(cfg.get("torch_threads"))
     if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+        torch.set_num_threads(cfg.torch_threads)
 
 
 def _checked_precision(cfg: Any) -> str | None:

@@ -99,7 +99,7 @@ def test_a_chosen_data_group_keeps_the_checkpoints_seed_and_hold_out(make_cfg, s
 def test_a_chosen_data_groups_values_are_checked_as_train_checks_them(mnist_run: Path, script, tmp_path: Path) -> None:
     # data.std=0 used to exit 0 with loss nan, accuracy 0.1 in eval.json.
     for override, key in (("data.std=0", "data.std=0"), ("data.eval_batch_size=-5", "data.eval_batch_size=-5"),
-                          ("data.data_dir=null", "data.data_dir=null")):
+                          ("data.data_dir=null", "data.data_dir=null"), ("torch_threads=-2", "torch_threads=-2")):
         out = tmp_path / "eval"
         proc = script("eval.py", f"ckpt_path={mnist_run}/checkpoints/best.ckpt", f"hydra.run.dir={out}", "data=mnist",
                       f"paths.data_dir={DATA}", override)

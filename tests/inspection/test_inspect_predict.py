@@ -57,6 +57,7 @@ def test_png_folder_via_cli_matches_forward_pass(mnist_run: Path, test_images, e
     out = tmp_path / "pred"
     proc = script("predict.py", f"ckpt_path={mnist_run}/checkpoints/best.ckpt", f"inputs={folder}", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Warning" not in proc.stderr, proc.stderr  # torch warned of PIL's read-only pixels
     assert str(out / "predictions.csv") in proc.stdout
     rows = _read_csv(out / "predictions.csv")
     assert list(rows[0]) == ["input", "predicted", *[str(d) for d in range(10)]]
@@ -116,6 +117,7 @@ def _bad_inputs(tmp_path: Path, synthetic: bool) -> dict[str, tuple[Path, str]]:
     (d / "labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + (3).to_bytes(4, "big") + bytes(3))
     (d / "short-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (9, 28, 28)) + bytes(100))
     (d / "data.csv").write_text("1,2,3\n")
+    (d / "text.npy").write_text("hello\n")  # numpy calls any such file pickled "(object)" data
     # A gzipped IDX file whose deflate stream is damaged: zlib's own error, not an OSError.
     pixels = (np.random.default_rng(0).random((9, 28, 28)) < 0.3).astype(np.uint8) * 200
     gz = bytearray(gzip.compress(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (9, 28, 28)) + pixels.tobytes()))
@@ -143,6 +145,7 @@ def _bad_inputs(tmp_path: Path, synthetic: bool) -> dict[str, tuple[Path, str]]:
         "idx labels": (d / "labels-idx1-ubyte", "an IDX labels file; predict needs the images file"),
         "idx truncated": (d / "short-idx3-ubyte", "116 bytes, expected 7072 for 9 images of 28×28"),
         "other type": (d / "data.csv", "not an IDX images file"),
+        "text named .npy": (d / "text.npy", "not a .npy array file (no .npy header)"),
         "damaged gzip": (d / "damaged-idx3-ubyte.gz", "unreadable (Error -3 while decompressing data"),
         "decompression bomb": (d / "bomb.png", "refused (Image size (400000000 pixels) exceeds limit"),
     }
@@ -173,7 +176,9 @@ def test_bad_input_via_cli_exits_1_with_nothing_left(mnist_run: Path, script, tm
 
 @pytest.mark.parametrize("arg, message", [("batch_size=0", "batch_size=0: expected an integer ≥ 1"),
                                           ("batch_size=abc", "batch_size='abc': expected an integer ≥ 1"),
-                                          ("show=abc", "show='abc': expected an integer ≥ 0")])
+                                          ("show=abc", "show='abc': expected an integer ≥ 0"),
+                                          # A traceback from torch.set_num_threads before:
+                                          ("torch_threads=-2", "torch_threads=-2: expected null (torch's default) or an integer ≥ 1")])
 def test_bad_predict_settings_are_one_line_before_anything_is_written(
         mnist_run: Path, test_images, script, tmp_path: Path, arg: str, message: str) -> None:
     np.save(tmp_path / "x.npy", test_images[0][:3])
