@@ -12,6 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
+# Same bound as mlplab.config.MAX_SEED (Lightning's seed_everything and numpy take [0, 2^32 - 1]),
+# restated because importing the config would pull Hydra and Lightning into every demo.
+MAX_SEED = 2**32 - 1
+# matplotlib lists pgf, but it needs a LaTeX install and would fail only after all the work.
+_UNSAVABLE_FORMATS = frozenset({"pgf"})
+
 
 class OneLineParser(argparse.ArgumentParser):
     """ArgumentParser whose errors are a single line on stderr (exit 2), without the usage block.
@@ -52,6 +58,35 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
+
+
+def seed_int(text: str) -> int:
+    message = f"must be an integer in [0, {MAX_SEED}], got {text!r}"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(message)
+    return value
+
+
+def figure_path_problem(out: Path) -> str | None:
+    """Why a figure cannot be saved at `out`, or None; the demos ask before any work is done."""
+    # Here rather than at the top, so that importing these helpers stays matplotlib-free.
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = sorted(set(FigureCanvasBase.get_supported_filetypes()) - _UNSAVABLE_FORMATS)
+    # An empty suffix is saved as PNG, like save_figure_atomically does.
+    if (out.suffix.lstrip(".").lower() or "png") not in formats:
+        return (f"cannot save a figure as {out.suffix!r}; the suffix picks the format, one of "
+                + ", ".join(f".{f}" for f in formats))
+    if out.is_dir():
+        return "is a directory"
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        return f"{blocked} is a file, not a directory"
+    return None
 
 
 def save_figure_atomically(fig: Any, out: str | os.PathLike[str], **savefig_kwargs: Any) -> Path:

@@ -7,6 +7,7 @@ minimum is a 2×2 least-squares solution. Run `python -m mlplab.demos.loss_surfa
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mlplab.demos import OneLineParser, finite_float, positive_float, positive_int
+from mlplab.demos import OneLineParser, figure_path_problem, positive_float, positive_int
 
 DTYPE = torch.float64
 # Rows are the two residuals of L: row i of A·w - b is (w1·x_i + w2) - y_i.
@@ -23,6 +24,9 @@ A = torch.tensor([[1.0, 1.0], [3.0, 1.0]], dtype=DTYPE)
 B = torch.tensor([2.0, 4.0], dtype=DTYPE)
 
 DEFAULT_START = (-4.0, 6.0)
+# L grows as |w|², so past ~1e153 it overflows float64 and the plot has no surface to draw; 1e6
+# is already a million times the notes' distance from the minimum at (1, 1).
+MAX_START = 1e6
 DEFAULT_STEPS = 200
 DEFAULT_TOL = 1e-3
 # The Hessian 2·AᵀA has eigenvalues ≈ 23.3 and 0.69, so plain GD diverges above lr ≈ 0.086 and
@@ -218,6 +222,14 @@ def plot(trajectories: Sequence[Trajectory], out: str | Path, tol: float) -> Pat
         plt.close(fig)
 
 
+def start_coordinate(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and abs(value) <= MAX_START):
+        raise argparse.ArgumentTypeError(
+            f"must be a number in [-{MAX_START:g}, {MAX_START:g}], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m mlplab.demos.loss_surface",
@@ -231,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                             metavar="LR", dest=f"lr_{name}",
                             help=f"learning rate for {OPTIMIZERS[name][0]} "
                                  f"(default: {'--lr' if default is None else default})")
-    parser.add_argument("--start", type=finite_float, nargs=2, default=list(DEFAULT_START),
+    parser.add_argument("--start", type=start_coordinate, nargs=2, default=list(DEFAULT_START),
                         metavar=("W1", "W2"), help="starting point (default: %(default)s)")
     parser.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS,
                         help="optimizer steps (default: %(default)s)")
@@ -239,12 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="distance to the analytic minimum that counts as converged "
                              "(default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("docs/loss_surface.png"),
-                        help="PNG to write (default: %(default)s)")
+                        help="figure to write, its suffix picks the format (default: %(default)s)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (problem := figure_path_problem(args.out)) is not None:
+        parser.error(f"--out={args.out}: {problem}")
     overrides = {name: getattr(args, f"lr_{name}") for name in OPTIMIZERS}
     lrs = resolve_lrs(args.lr, overrides)
     sources = {name: "--lr" if overrides[name] is None else f"--lr-{name}" for name in OPTIMIZERS}
@@ -253,7 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"analytic minimum w* = ({w_star[0]:.6g}, {w_star[1]:.6g}), "
           f"start = ({args.start[0]:g}, {args.start[1]:g}), {args.steps} steps\n")
     print(format_table(trajectories, sources, args.tol))
-    out = plot(trajectories, args.out, args.tol)
+    try:
+        out = plot(trajectories, args.out, args.tol)
+    except OSError as err:
+        # Checked up front, but the disk can still be full or the folder read-only.
+        print(f"error: --out={args.out}: cannot write the figure ({err.strerror or err})",
+              file=sys.stderr)
+        return 1
     print(f"\nwrote {out}")
     return 0
 

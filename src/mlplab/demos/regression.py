@@ -17,10 +17,12 @@ from torch import Tensor, nn
 
 from mlplab.demos import (
     OneLineParser,
+    figure_path_problem,
     finite_float,
     nonnegative_float,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 DTYPE = torch.float64
@@ -196,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m mlplab.demos.regression",
         description="Fit y = w·x (no bias) by hand-written GD, autograd and nn.Linear + SGD.",
     )
-    parser.add_argument("--seed", type=int, default=0, help="data seed (default: %(default)s)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="data seed (default: %(default)s)")
     parser.add_argument("--n", type=positive_int, default=100,
                         help="number of samples (default: %(default)s)")
     parser.add_argument("--noise", type=nonnegative_float, default=20.0,
@@ -210,12 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
                         help="full-batch gradient steps (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("docs/regression.png"),
-                        help="PNG to write (default: %(default)s)")
+                        help="figure to write, its suffix picks the format (default: %(default)s)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (problem := figure_path_problem(args.out)) is not None:
+        parser.error(f"--out={args.out}: {problem}")
     data = make_data(args.n, args.noise, args.seed, args.true_w)
     fits = fit_all(data.x, data.y, args.lr, args.epochs)
     origin = "given" if args.true_w is not None else "drawn from the seed"
@@ -227,7 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: gradient descent diverged; lower --lr (got {args.lr:g}; it must be "
               f"below 1/mean(x²) = {1 / data.x.pow(2).mean().item():.3g})", file=sys.stderr)
         return 1
-    out = plot(data, fits, args.out)
+    try:
+        out = plot(data, fits, args.out)
+    except OSError as err:
+        # Checked up front, but the disk can still be full or the folder read-only.
+        print(f"error: --out={args.out}: cannot write the figure ({err.strerror or err})",
+              file=sys.stderr)
+        return 1
     print(f"\nwrote {out}")
     return 0
 
