@@ -17,7 +17,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mlplab.demos import figure_path_problem, save_figure_atomically
 
 EVENT_GLOB = "events.out.tfevents.*"
 # A directory with one of these is a run's root: what Hydra and train() write into each run.
@@ -286,22 +287,7 @@ def plot(curves: dict[str, list[Curve]], out: str | os.PathLike[str], *, x_label
                    loc="outside right upper", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    return _save(fig, Path(out))
-
-
-def _save(fig: Any, out: Path) -> Path:
-    # Via a temp file and os.replace: a crash mid-write never leaves a truncated PNG behind.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=".png", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=110)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return save_figure_atomically(fig, out, dpi=110)
 
 
 def table(curves: dict[str, list[Curve]], patience: int | None = None,
@@ -336,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metric", action="append", dest="metrics",
                         help="a logged scalar tag, e.g. val/loss; repeat for side-by-side panels "
                              "(default: val/loss)")
-    parser.add_argument("--out", required=True, help="the PNG to write")
+    parser.add_argument("--out", required=True, help="the figure to write; its suffix picks the format (.png, .pdf, .svg, …)")
     parser.add_argument("--label", action="append", dest="labels",
                         help="one per run, in the order the runs are listed (default: the "
                              "overrides that differ between them)")
@@ -349,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = args.metrics or ["val/loss"]
     if args.patience is not None and args.patience < 1:
         parser.error("--patience must be ≥ 1")
+    if (problem := figure_path_problem(Path(args.out))) is not None:
+        parser.error(f"--out={args.out}: {problem}")
     try:
         runs = find_runs(args.paths)
         wanted = metrics if args.patience is None or args.patience_metric in metrics \

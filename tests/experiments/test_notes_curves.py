@@ -130,3 +130,16 @@ def test_cli_errors_are_one_line_and_exit_1(tmp_path: Path, capsys: pytest.Captu
     assert curves.main([str(tmp_path / "nowhere"), "--out", str(out)]) == 1
     assert "no such directory" in capsys.readouterr().err
     assert not out.exists()
+    # --out is checked before anything is read: a directory named a temp file in its error.
+    for bad, why in ((tmp_path, "is a directory"), (tmp_path / "x.txt", "cannot save a figure as '.txt'")):
+        with pytest.raises(SystemExit) as exit_:
+            curves.main([str(tmp_path / "run"), "--metric", "val/loss", "--out", str(bad)])
+        assert exit_.value.code == 2 and f"--out={bad}: {why}" in capsys.readouterr().err
+
+
+def test_the_out_suffix_picks_the_format(tmp_path: Path) -> None:
+    # A .pdf name used to hold PNG bytes.
+    _write_run(tmp_path / "run", [(0, 0, {"val/loss": 1.0}), (1, 1, {"val/loss": 0.5})])
+    out = tmp_path / "curves.pdf"
+    assert curves.main([str(tmp_path / "run"), "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"%PDF")
