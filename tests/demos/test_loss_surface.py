@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
 
 import pytest
@@ -112,35 +111,3 @@ def test_start_far_off_is_rejected_before_the_surface_overflows(
     assert captured.out == ""
     bound = f"{ls.MAX_START:g}"
     assert ls.build_parser().parse_args(["--start", bound, "1"]).start == [ls.MAX_START, 1.0]
-
-
-@pytest.mark.parametrize("out, reason", [
-    ("s.txt", "'.txt'"), ("a_dir", "is a directory"), ("a_file/s.png", "is a file"),
-])
-def test_cli_rejects_unwritable_out_before_any_work(
-        tmp_path: Path, out: str, reason: str, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "a_dir").mkdir()
-    (tmp_path / "a_file").write_text("kept")
-    with pytest.raises(SystemExit) as exc:
-        ls.main(["--out", str(tmp_path / out)])
-    assert exc.value.code == 2
-    captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
-    assert len(err) == 1 and f"--out={tmp_path / out}:" in err[0] and reason in err[0]
-    assert captured.out == ""  # rejected before the optimizers ran, so no table either
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_dir", "a_file"]
-    assert not any((tmp_path / "a_dir").iterdir())
-
-
-def test_cli_reports_a_failed_write_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    def read_only(*args: object) -> Path:
-        raise OSError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(ls, "plot", read_only)
-    out = tmp_path / "s.png"
-    assert ls.main(["--steps", "5", "--out", str(out)]) == 1
-    captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
-    assert len(err) == 1 and f"--out={out}:" in err[0] and "Read-only" in err[0]
-    assert "wrote" not in captured.out

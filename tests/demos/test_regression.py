@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,36 +115,3 @@ def test_seed_bound_is_the_projects_and_inclusive() -> None:
     from mlplab.config import MAX_SEED
 
     assert reg.build_parser().parse_args(["--seed", str(MAX_SEED)]).seed == MAX_SEED
-
-
-@pytest.mark.parametrize("out, reason", [
-    ("r2.txt", "'.txt'"), ("a_dir", "is a directory"), ("a_file/r.png", "is a file"),
-    ("a_file/sub/r.png", "is a file"),
-])
-def test_cli_rejects_unwritable_out_before_any_work(
-        tmp_path: Path, out: str, reason: str, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "a_dir").mkdir()
-    (tmp_path / "a_file").write_text("kept")
-    with pytest.raises(SystemExit) as exc:
-        reg.main(["--out", str(tmp_path / out)])
-    assert exc.value.code == 2
-    captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
-    assert len(err) == 1 and f"--out={tmp_path / out}:" in err[0] and reason in err[0]
-    assert captured.out == ""  # rejected before the fits, so no table either
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_dir", "a_file"]
-    assert not any((tmp_path / "a_dir").iterdir())
-
-
-def test_cli_reports_a_failed_write_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    def full_disk(*args: object) -> Path:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(reg, "plot", full_disk)
-    out = tmp_path / "r.png"
-    assert reg.main(["--epochs", "5", "--out", str(out)]) == 1
-    captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
-    assert len(err) == 1 and f"--out={out}:" in err[0] and "No space left" in err[0]
-    assert "wrote" not in captured.out

@@ -10,6 +10,7 @@ import inspection_support as support
 from PIL import Image
 
 from mlplab.inspect.events import epoch_curves, event_files, read_scalars
+from mlplab.inspect.plots import curves_figure
 from mlplab.inspect.report import write_report
 
 # Session fixtures shared by the inspection tests (the runs train once per session).
@@ -20,8 +21,8 @@ ROOT = support.ROOT
 PNGS = ("curves.png", "confusion_matrix.png", "misclassified.png")
 
 
-def _inspect(run_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mlplab.inspect", str(run_dir)], cwd=ROOT,
+def _inspect(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mlplab.inspect", str(run_dir), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -77,3 +78,49 @@ def test_a_sweep_directory_is_refused_not_drawn_as_one_run(tmp_path: Path, synth
     assert proc.returncode == 1
     assert f"{tmp_path}: a sweep directory (2 jobs)" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("*.png"))
+
+
+def _copy_without_pngs(run_dir: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run_dir, to)
+    for png in to.glob("*.png"):
+        png.unlink()
+    return to
+
+
+def _assert_refused_writing_nothing(proc: subprocess.CompletedProcess[str], run_dir: Path, why: str) -> None:
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and why in lines[0], proc.stderr[-3000:]
+    assert not list(run_dir.glob("*.png")) and not list(run_dir.glob(".*.png"))
+
+
+def test_a_corrupt_checkpoint_is_refused_before_any_png_is_written(tmp_path: Path, synthetic_run: Path) -> None:
+    run_dir = _copy_without_pngs(synthetic_run, tmp_path / "run")
+    best = run_dir / "checkpoints" / "best.ckpt"
+    best.write_bytes(best.read_bytes()[:5000])
+    _assert_refused_writing_nothing(_inspect(run_dir), run_dir, f"{best}: ")
+
+
+def test_absent_data_is_refused_before_any_png_is_written(tmp_path: Path, mnist_run: Path) -> None:
+    run_dir = _copy_without_pngs(mnist_run, tmp_path / "run")
+    _assert_refused_writing_nothing(_inspect(run_dir, "--data-dir", str(tmp_path / "nope")), run_dir,
+                                    f"{tmp_path / 'nope'}/MNIST")
+
+
+def test_event_files_without_curves_are_one_line_error(tmp_path: Path, synthetic_run: Path) -> None:
+    # A truncated fit event file: what is left of the run (test metrics, hparams) has no curve.
+    run_dir = _copy_without_pngs(synthetic_run, tmp_path / "run")
+    fit = max(event_files(run_dir), key=lambda p: p.stat().st_size)
+    fit.write_bytes(fit.read_bytes()[:30])
+    _assert_refused_writing_nothing(_inspect(run_dir), run_dir,
+                                    "none of train/loss, train/acc, val/loss, val/acc in its TensorBoard event files")
+
+
+def test_a_panel_without_curves_says_so_despite_the_best_epoch_line() -> None:
+    fig = curves_figure({"train/loss": [(0, 0.9), (1, 0.5)], "val/loss": [(0, 0.8), (1, 0.6)]},
+                        best_epoch=1, stop_epoch=1)
+    loss, acc = fig.axes
+    assert [t.get_text() for t in acc.texts] == ["no accuracy logged"] and acc.get_legend() is None
+    assert not loss.texts and loss.get_legend() is not None

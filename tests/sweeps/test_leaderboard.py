@@ -15,6 +15,7 @@ import yaml
 from sweep_support import ROOT, run
 
 from mlplab.sweeps import leaderboard as lb
+from mlplab.sweeps.jobs import read_job
 
 
 def make_job(sweep: Path, num: int, overrides: list[str], status: str | None = "completed",
@@ -154,3 +155,44 @@ def test_named_sweeps_set_only_hydra_keys_so_job_overrides_reproduce_a_job() -> 
         assert cfg["hydra"]["mode"] == "MULTIRUN" and cfg["hydra"]["sweeper"]["params"], f
         for entry in cfg.get("defaults", []):
             assert all(k.startswith("override /hydra/") for k in entry), f
+
+
+# Each of these gave a traceback instead of a leaderboard; the file's text as found.
+CORRUPT_FILES = [
+    ("summary.json", "null"),
+    ("summary.json", "[1, 2]"),
+    ("summary.json", '{"status": "completed", "metrics": [0.9]}'),
+    ("summary.json", '{"status": "failed", "error": 5}'),
+    (".hydra/overrides.yaml", "5"),
+    (".hydra/overrides.yaml", "abc"),  # was split into the overrides "a", "b", "c"
+    (".hydra/overrides.yaml", "{seed: 1}"),
+]
+
+
+@pytest.mark.parametrize(("name", "text"), CORRUPT_FILES)
+def test_a_corrupt_job_file_makes_the_job_missing_naming_the_file(tmp_path: Path, name: str, text: str) -> None:
+    job = make_job(tmp_path, 0, ["optimizer.lr=0.1"], metrics={"val/acc_best": 0.8})
+    (job / name).write_text(text + "\n")
+    read = read_job(job)
+    assert read.status == "missing"
+    assert read.error is not None and read.error.startswith(f"{name} unreadable: "), read.error
+    assert read.metric("val/acc_best") is None and all("=" in o for o in read.overrides)
+
+
+def test_cli_ranks_the_good_jobs_of_a_sweep_with_corrupt_ones(tmp_path: Path) -> None:
+    make_job(tmp_path, 0, ["optimizer.lr=0.1"], metrics={"val/acc_best": 0.8})
+    for n, (name, text) in enumerate(CORRUPT_FILES, 1):
+        job = make_job(tmp_path, n, [f"optimizer.lr={n}"], metrics={"val/acc_best": 0.9})
+        (job / name).write_text(text + "\n")
+    proc = run(["-m", "mlplab.sweeps", str(tmp_path)], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    good, *broken = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert (good["rank"], good["setting"], good["mean"]) == ("1", "optimizer.lr=0.1", "0.8")
+    assert broken and all(r["rank"] == "" and r["status"] == "missing" for r in broken)
+    assert all(r["error"].startswith(("summary.json unreadable: ", ".hydra/overrides.yaml unreadable: "))
+               for r in broken)
+    # Every job is listed, and none under a setting made of a string's characters.
+    assert sorted(int(d) for r in broken for d in r["run_dirs"].split(";")) == list(range(1, len(CORRUPT_FILES) + 1))
+    assert not {"a", "b", "c"} & {o for r in broken for o in r["setting"].split()}
+    assert (tmp_path / "leaderboard.md").is_file() and (tmp_path / "leaderboard.png").is_file()

@@ -32,10 +32,12 @@ def save_png(fig: Figure, path: Path, dpi: int = 110) -> Path:
     return path
 
 
-def _plot(ax, series: Series, label: str, color: str, style: str = "-") -> None:
-    if series:
-        x, y = zip(*series, strict=True)
-        ax.plot(x, y, style, color=color, label=label, marker="o", markersize=3.5, linewidth=1.6)
+def _plot(ax, series: Series, label: str, color: str, style: str = "-") -> bool:
+    if not series:
+        return False
+    x, y = zip(*series, strict=True)
+    ax.plot(x, y, style, color=color, label=label, marker="o", markersize=3.5, linewidth=1.6)
+    return True
 
 
 def curves_figure(
@@ -50,8 +52,8 @@ def curves_figure(
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, metric, name in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
-        _plot(ax, curves.get(f"train/{metric}", []), "train", TRAIN)
-        _plot(ax, curves.get(f"val/{metric}", []), "validation", VAL)
+        drawn = [_plot(ax, curves.get(f"train/{metric}", []), "train", TRAIN),
+                 _plot(ax, curves.get(f"val/{metric}", []), "validation", VAL)]
         if best_epoch is not None:
             ax.axvline(best_epoch, color=BEST, linestyle="--", linewidth=1.2, label=f"best epoch ({best_epoch})")
         if stop_epoch is not None:
@@ -62,7 +64,8 @@ def curves_figure(
         ax.grid(alpha=0.3)
         if metric == "acc":
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
-        if ax.has_data():
+        # Not ax.has_data(): the best-epoch and early-stop lines are data too.
+        if any(drawn):
             ax.legend(loc="best", fontsize=8.5)
         else:
             ax.text(0.5, 0.5, f"no {name} logged", ha="center", va="center", transform=ax.transAxes, color="gray")

@@ -7,7 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlplab.inspect.events import ReportError, epoch_curves, event_files, read_scalars
+from matplotlib.figure import Figure
+
+from mlplab.inspect.events import CURVE_TAGS, ReportError, epoch_curves, event_files, read_scalars
 from mlplab.inspect.plots import (
     confusion_figure,
     curves_figure,
@@ -103,26 +105,32 @@ def _stopped_early(run_dir: Path, summary: dict[str, Any]) -> bool:
     return isinstance(max_epochs, int) and 0 < summary["epochs"] < max_epochs
 
 
-def write_curves(run_dir: Path, summary: dict[str, Any]) -> Path:
+def _curves_figure(run_dir: Path, summary: dict[str, Any]) -> Figure:
     files = event_files(run_dir)
     if not files:
         raise ReportError(
             f"{run_dir}: no TensorBoard event files (events.out.tfevents.*) in this directory; "
             "is it a run directory trained with logger=tensorboard?"
         )
-    curves = epoch_curves(read_scalars(files))
+    scalars = read_scalars(files)
+    curves = epoch_curves(scalars)
+    if not any(curves.values()):
+        # A truncated event file reads as one that ends early: an empty figure would pass for a report.
+        tags = sorted(t for t in scalars if t != "epoch")
+        raise ReportError(f"{run_dir}: none of {', '.join(CURVE_TAGS)} in its TensorBoard event files "
+                          f"(truncated?); tags logged: {', '.join(tags) or 'none'}")
     epochs = [e for tag in curves.values() for e, _ in tag]
     stopped = _stopped_early(run_dir, summary)
     stop = max(epochs) if stopped and epochs else None
     desc = _describe(_config(run_dir))
     title = f"run {_run_name(run_dir)}" + (f": {desc}" if desc else "")
-    fig = curves_figure(curves, summary.get("best_epoch"), stop, title, _curves_subtitle(summary, stopped))
-    return save_png(fig, run_dir / "curves.png")
+    return curves_figure(curves, summary.get("best_epoch"), stop, title, _curves_subtitle(summary, stopped))
 
 
-def write_checkpoint_panels(run_dir: Path, ckpt: Path, split: str = "val", data_dir: str | None = None) -> list[Path]:
-    """Confusion matrix and, for image data, the most confidently misclassified images, of
-    the best checkpoint on `split`."""
+def _checkpoint_figures(run_dir: Path, ckpt: Path, split: str = "val",
+                        data_dir: str | None = None) -> list[tuple[str, Figure]]:
+    """(file name, figure): the confusion matrix and, for image data, the most confidently
+    misclassified images, of the best checkpoint on `split`."""
     from mlplab import checkpoints
     from mlplab.evaluation import confusion_matrix, split_outputs
 
@@ -136,23 +144,24 @@ def write_checkpoint_panels(run_dir: Path, ckpt: Path, split: str = "val", data_
     names = loaded.class_names
     where = f"{ckpt.name} (epoch {loaded.epoch}) on the {SPLIT_NAMES[split]} split"
     cm = confusion_matrix(probs_t.argmax(1), y_t, len(names))
-    written = [save_png(confusion_figure(cm, names, f"Confusion matrix: {where}"), run_dir / "confusion_matrix.png")]
+    figures = [("confusion_matrix.png", confusion_figure(cm, names, f"Confusion matrix: {where}"))]
     if dm.image_shape is None:
         log.info("%s: no images (synthetic data), misclassified.png skipped", run_dir)
-        return written
+        return figures
     idx = most_confident_mistakes(probs, y, N_MISCLASSIFIED)
     pred = probs.argmax(1)
     images = dm.splits[split][0][idx].cpu().numpy()
     n_wrong = int((pred != y).sum())
     title = f"Most confidently misclassified: {where} ({len(idx)} of {n_wrong} errors)"
     fig = misclassified_figure(images, y[idx].tolist(), pred[idx].tolist(), probs[idx, pred[idx]].tolist(), names, title)
-    written.append(save_png(fig, run_dir / "misclassified.png"))
-    return written
+    figures.append(("misclassified.png", fig))
+    return figures
 
 
 def write_report(run_dir: Path, split: str = "val", data_dir: str | None = None) -> list[Path]:
     """Write the report PNGs into `run_dir` and return their paths. Raises `ReportError`
-    when there are no event files; without a best checkpoint, only curves.png is written."""
+    when there are no event files or no curve in them; without a best checkpoint, only
+    curves.png is written."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run directory")
@@ -164,9 +173,12 @@ def write_report(run_dir: Path, split: str = "val", data_dir: str | None = None)
         raise ReportError(f"{run_dir}: a sweep directory ({len(jobs)} jobs); give one job's directory, "
                           f"e.g. {jobs[0]}, or see leaderboard.png there")
     summary = _summary(run_dir)
-    written = [write_curves(run_dir, summary)]
+    # Event files, checkpoint and data are all read before the first PNG is written: a report
+    # refused over any of them leaves no fresh file behind that looks like a success.
+    figures = [("curves.png", _curves_figure(run_dir, summary))]
     ckpt = _best_checkpoint(run_dir, summary)
     if ckpt is None:
         log.warning("%s: no checkpoints/best.ckpt, so no confusion matrix or misclassified images", run_dir)
-        return written
-    return written + write_checkpoint_panels(run_dir, ckpt, split, data_dir)
+    else:
+        figures += _checkpoint_figures(run_dir, ckpt, split, data_dir)
+    return [save_png(fig, run_dir / name) for name, fig in figures]

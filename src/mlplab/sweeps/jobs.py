@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import reprlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,17 +86,44 @@ def _read_yaml(path: Path) -> Any:
         return yaml.safe_load(f)
 
 
+def _read_overrides(path: Path) -> tuple[str, ...]:
+    items = _read_yaml(path)
+    if items is None:  # an empty file: a job launched without overrides
+        return ()
+    # A bare string would otherwise be split into characters, each one a bogus override.
+    if not isinstance(items, list) or not all(isinstance(o, str) for o in items):
+        raise ValueError(f"not a list of overrides: {reprlib.repr(items)}")
+    return tuple(items)
+
+
+def _json_brief(value: Any, width: int = 40) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _summary_problem(summary: Any) -> str | None:
+    """Why a parsed summary.json cannot be used, or None: the fields the leaderboard reads
+    without checking their type (the others are checked where they are read)."""
+    if not isinstance(summary, dict):
+        return f"not a JSON object: {_json_brief(summary)}"
+    if not isinstance(summary.get("metrics") or {}, dict):
+        return f'"metrics" is not a JSON object: {_json_brief(summary["metrics"])}'
+    if not isinstance(summary.get("error"), (str, type(None))):
+        return f'"error" is not a string: {_json_brief(summary["error"])}'
+    return None
+
+
 def read_job(job_dir: Path) -> Job:
     """Never raises for a broken job: what cannot be read becomes its status and error."""
     try:
-        overrides = tuple(str(o) for o in (_read_yaml(job_dir / ".hydra" / "overrides.yaml") or []))
-    except (OSError, yaml.YAMLError) as err:
+        overrides = _read_overrides(job_dir / ".hydra" / "overrides.yaml")
+    except (OSError, ValueError, yaml.YAMLError) as err:
         return Job(job_dir, (), "missing", f".hydra/overrides.yaml unreadable: {err}")
     metric = DEFAULT_METRIC
     try:
         cfg = _read_yaml(job_dir / ".hydra" / "config.yaml") or {}
         metric = str(cfg.get("optimized_metric") or DEFAULT_METRIC)
-    except (OSError, yaml.YAMLError, AttributeError):
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):
         pass  # an older or partial job dir: the default metric is the best guess
     path = job_dir / "summary.json"
     if not path.is_file():
@@ -104,6 +132,8 @@ def read_job(job_dir: Path) -> Job:
         summary = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         return Job(job_dir, overrides, "missing", f"summary.json unreadable: {err}", optimized_metric=metric)
+    if problem := _summary_problem(summary):
+        return Job(job_dir, overrides, "missing", f"summary.json unreadable: {problem}", optimized_metric=metric)
     status = summary.get("status")
     if status not in STATUSES:
         status = "failed"
