@@ -170,9 +170,18 @@ def to_mnist_pixels(img: Any, shape: tuple[int, int], invert: str) -> np.ndarray
     """A PIL image → uint8 [H, W] like the training data: grayscale, light strokes on a
     black background, the whole picture padded to a square (not stretched) and resized with
     an antialiasing filter. `invert=auto` inverts when the border is mostly light, i.e. a
-    dark drawing on white paper."""
+    dark drawing on white paper (or on a transparent canvas)."""
     from PIL import Image, ImageOps
 
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        alpha = np.asarray(rgba)[..., 3]
+        if alpha.min() < 255:
+            # A drawing on a transparent canvas: the colour under alpha 0 is arbitrary (often
+            # black, which hid black ink). Put it on paper that contrasts with its ink.
+            ink = np.asarray(rgba.convert("L"))[alpha > 127]
+            paper = 255 if ink.size == 0 or ink.mean() < 128 else 0
+            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (paper, paper, paper, 255)), rgba)
     gray = img.convert("L")
     a = np.asarray(gray)
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])

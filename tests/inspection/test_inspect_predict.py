@@ -96,10 +96,16 @@ def test_images_of_other_sizes_and_dark_on_light(mnist_run: Path, test_images, e
         # square (not stretched) and resized.
         wide = img.resize((100, 100), Image.Resampling.BICUBIC).crop((0, 10, 100, 90))
         Image.eval(wide, lambda v: 255 - v).convert("RGB").save(tmp_path / f"paper{i}.jpg", quality=95)
+        # Black ink on a transparent canvas, as drawing apps save it: under alpha 0 the colour
+        # is black too, so dropping alpha gave an all-black image.
+        ink = np.zeros((28, 28, 4), np.uint8)
+        ink[..., 3] = images[i]
+        Image.fromarray(ink, "RGBA").save(tmp_path / f"canvas{i}.png")
     ids, probs, _ = predict_to_csv(ckpt, tmp_path, tmp_path / "out.csv")
     got = dict(zip(ids, probs.argmax(1).tolist(), strict=True))
     for i in confident:
         assert got[f"big{i}.png"] == expected[0][i]
+        assert got[f"canvas{i}.png"] == expected[0][i]
         assert got[f"paper{i}.jpg"] == expected[0][i]
 
 

@@ -126,7 +126,7 @@ def test_cli_on_a_partial_sweep_reports_finished_jobs_and_lists_missing_ones(tmp
     proc = run(["-m", "mlplab.sweeps", str(tmp_path)], timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert "2 job(s) without summary.json" in proc.stdout
+    assert "2 job(s) without a readable summary.json" in proc.stdout
     rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
     assert [(r["setting"], r["n"], r["status"]) for r in rows] == [
         ("optimizer.lr=0.1", "1", "1 completed, 1 missing"), ("optimizer.lr=0.01", "0", "missing")]

@@ -298,8 +298,8 @@ def header_lines(board: Leaderboard) -> list[str]:
         lines.append("fixed for all jobs: " + " ".join(board.fixed))
     missing = board.counts().get("missing", 0)
     if missing:
-        lines.append(f"{missing} job(s) without summary.json: still running, killed, or crashed "
-                     "before writing one; the finished jobs are ranked")
+        lines.append(f"{missing} job(s) without a readable summary.json (or .hydra/overrides.yaml): still "
+                     "running, killed, crashed before writing one, or damaged; the finished jobs are ranked")
     return lines
 
 
