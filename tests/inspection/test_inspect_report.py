@@ -124,3 +124,9 @@ def test_a_panel_without_curves_says_so_despite_the_best_epoch_line() -> None:
     loss, acc = fig.axes
     assert [t.get_text() for t in acc.texts] == ["no accuracy logged"] and acc.get_legend() is None
     assert not loss.texts and loss.get_legend() is not None
+
+
+def test_a_file_given_as_the_run_is_named_as_a_file(tmp_path: Path) -> None:
+    (tmp_path / "best.ckpt").write_bytes(b"not a run")
+    proc = _inspect(tmp_path / "best.ckpt")
+    assert proc.returncode == 1 and proc.stderr.strip() == f"error: {tmp_path / 'best.ckpt'}: a file, not a run directory"

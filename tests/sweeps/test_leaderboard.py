@@ -134,7 +134,9 @@ def test_cli_on_a_partial_sweep_reports_finished_jobs_and_lists_missing_ones(tmp
 
 
 def test_cli_on_an_empty_or_absent_dir_says_so_and_exits_1(tmp_path: Path) -> None:
-    for target, why in ((tmp_path, "no job directories"), (tmp_path / "nope", "no such directory")):
+    (tmp_path / "notes.txt").write_text("a file")
+    for target, why in ((tmp_path, "no job directories"), (tmp_path / "nope", "no such directory"),
+                        (tmp_path / "notes.txt", "a file, not a sweep directory")):
         proc = run(["-m", "mlplab.sweeps", str(target)], timeout=120)
         assert proc.returncode == 1
         assert proc.stderr.startswith("error: ") and why in proc.stderr

@@ -164,7 +164,7 @@ def write_report(run_dir: Path, split: str = "val", data_dir: str | None = None)
     curves.png is written."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ReportError(f"{run_dir}: no such run directory")
+        raise ReportError(f"{run_dir}: " + ("a file, not a run directory" if run_dir.exists() else "no such run directory"))
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {sorted(SPLIT_NAMES)}, not {split!r}")
     jobs = [d for d in find_job_dirs(run_dir) if d != run_dir]

@@ -214,7 +214,7 @@ def _metric_of(jobs: Iterable[Job]) -> str:
 def build(sweep_dir: str | os.PathLike[str], metric: str | None = None) -> Leaderboard:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise NoJobsError(f"{sweep_dir}: no such directory")
+        raise NoJobsError(f"{sweep_dir}: " + ("a file, not a sweep directory" if sweep_dir.exists() else "no such directory"))
     jobs = list(read_jobs(sweep_dir))
     if not jobs:
         raise NoJobsError(
