@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,10 +207,11 @@ def run_labels(runs: Sequence[Path]) -> list[str]:
     return [str(r) for r in runs]
 
 
-def load_curves(runs: Sequence[Path], metrics: Sequence[str],
-                labels: Sequence[str] | None = None) -> dict[str, list[Curve]]:
+def load_curves(runs: Sequence[Path], metrics: Sequence[str], labels: Sequence[str] | None = None,
+                options: Mapping[str, str] | None = None) -> dict[str, list[Curve]]:
     """metric → one Curve per run that logged it; a metric no run logged is an error naming
-    the tags that exist, since a typo would otherwise give an empty plot."""
+    the tags that exist, since a typo would otherwise give an empty plot, and the option that
+    asked for it (`options`: metric → option; default --metric)."""
     names = list(labels) if labels else run_labels(runs)
     if len(names) != len(runs):
         raise CurvesError(f"{len(names)} labels given for {len(runs)} runs")
@@ -224,7 +225,8 @@ def load_curves(runs: Sequence[Path], metrics: Sequence[str],
                 curves.append(Curve(run, name, metric, epoch_axis(points), [p.value for p in points]))
         if not curves:
             known = sorted({t for tags in scalars for t in tags if not t.startswith("_")})
-            raise CurvesError(f"--metric {metric}: logged by none of the {len(runs)} runs; "
+            option = (options or {}).get(metric, "--metric")
+            raise CurvesError(f"{option} {metric}: logged by none of the {len(runs)} runs; "
                               f"tags logged: {', '.join(known) or 'none'}")
         out[metric] = curves
     return out
@@ -341,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = find_runs(args.paths)
         wanted = metrics if args.patience is None or args.patience_metric in metrics \
             else [*metrics, args.patience_metric]
-        curves = load_curves(runs, wanted, args.labels)
+        curves = load_curves(runs, wanted, args.labels, options={args.patience_metric: "--patience-metric",
+                                                                  **{m: "--metric" for m in metrics}})
         shown = {m: curves[m] for m in metrics}
         out = plot(shown, args.out, log_y=args.log_y, title=args.title)
     except (CurvesError, OSError) as err:

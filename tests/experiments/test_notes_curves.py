@@ -127,6 +127,8 @@ def test_cli_errors_are_one_line_and_exit_1(tmp_path: Path, capsys: pytest.Captu
     assert curves.main([str(tmp_path / "run"), "--metric", "val/lss", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "val/lss" in err and "val/loss" in err and len(err.strip().splitlines()) == 1
+    assert curves.main([str(tmp_path / "run"), "--out", str(out), "--patience", "2", "--patience-metric", "val/lss"]) == 1
+    assert "--patience-metric val/lss: logged by none" in capsys.readouterr().err  # it said --metric
     assert curves.main([str(tmp_path / "nowhere"), "--out", str(out)]) == 1
     assert "no such directory" in capsys.readouterr().err
     assert not out.exists()
