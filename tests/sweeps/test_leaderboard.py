@@ -77,6 +77,23 @@ def test_groups_seeds_into_mean_and_sample_std_best_first_failures_last(tmp_path
     assert (tmp_path / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_epochs_and_fit_time_describe_the_jobs_the_metric_averages(tmp_path: Path) -> None:
+    # One seed crashed after 1 epoch: the row's mean is over the two completed seeds, and so
+    # are its epochs and fit time (they averaged the crash in before).
+    for n, (seed, status, epochs, fit) in enumerate(((1, "completed", 9, 30.0), (2, "completed", 9, 32.0),
+                                                     (3, "failed", 1, 2.0))):
+        job = make_job(tmp_path, n, ["optimizer.lr=0.1", f"seed={seed}"], status=status,
+                       metrics={"val/acc_best": 0.9} if status == "completed" else None)
+        summary = json.loads((job / "summary.json").read_text())
+        summary.update(epochs=epochs, fit_seconds=fit, stopped_early=status == "failed")
+        (job / "summary.json").write_text(json.dumps(summary))
+    make_job(tmp_path, 3, ["optimizer.lr=10.0", "seed=1"], status="failed")  # none completed: its own figures
+    row, failed = lb.build(tmp_path).rows
+    assert row.score.n == 2 and row.epochs == "9" and row.fit_seconds == pytest.approx(31.0)
+    assert row.stopped_early == "0/2" and row.status == "2 completed, 1 failed"
+    assert failed.epochs == "3" and failed.fit_seconds == pytest.approx(1.5)
+
+
 def test_a_loss_metric_ranks_lowest_first(tmp_path: Path) -> None:
     for n, (lr, loss) in enumerate((("0.1", 0.5), ("0.01", 0.2), ("1.0", 0.9))):
         make_job(tmp_path, n, [f"optimizer.lr={lr}"], metric="val/loss", metrics={"val/loss": loss})

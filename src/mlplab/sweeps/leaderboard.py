@@ -105,13 +105,19 @@ class Row:
         return min(STATUSES.index(j.status) for j in self.jobs)
 
     @property
+    def _described(self) -> list[Job]:
+        # Epochs, early stops and fit time describe the jobs the metric averages; a row with
+        # none completed shows how far its failed or diverged jobs got.
+        return self.completed or self.jobs
+
+    @property
     def epochs(self) -> str:
-        e = sorted({j.summary["epochs"] for j in self.jobs if isinstance(j.summary.get("epochs"), int)})
+        e = sorted({j.summary["epochs"] for j in self._described if isinstance(j.summary.get("epochs"), int)})
         return "—" if not e else str(e[0]) if len(e) == 1 else f"{e[0]}–{e[-1]}"
 
     @property
     def stopped_early(self) -> str:
-        ran = [j for j in self.jobs if "stopped_early" in j.summary]
+        ran = [j for j in self._described if "stopped_early" in j.summary]
         k = sum(bool(j.summary.get("stopped_early")) for j in ran)
         if not ran:
             return "—"
@@ -121,7 +127,7 @@ class Row:
 
     @property
     def fit_seconds(self) -> float | None:
-        s = [float(j.summary["fit_seconds"]) for j in self.jobs
+        s = [float(j.summary["fit_seconds"]) for j in self._described
              if isinstance(j.summary.get("fit_seconds"), (int, float))]
         return statistics.fmean(s) if s else None
 
