@@ -173,6 +173,14 @@ def to_mnist_pixels(img: Any, shape: tuple[int, int], invert: str) -> np.ndarray
     dark drawing on white paper (or on a transparent canvas)."""
     from PIL import Image, ImageOps
 
+    # A phone photo's pixels are stored as the camera was held; EXIF says how to turn them.
+    img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I"):
+        # 16-bit grayscale: convert("L") would clip every value above 255 to white.
+        deep = np.asarray(img).astype(np.float64)
+        if img.mode.startswith("I;16") or deep.max() > 255:
+            deep = deep / 257.0
+        img = Image.fromarray(np.clip(np.rint(deep), 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         alpha = np.asarray(rgba)[..., 3]

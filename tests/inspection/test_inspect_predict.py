@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import DATA
 from mlplab import checkpoints
 from mlplab.data.sources import DataError, load_split
-from mlplab.evaluation import predict_to_csv
+from mlplab.evaluation import predict_to_csv, to_mnist_pixels
 
 # Session fixtures shared by the inspection tests (the runs train once per session).
 mnist_run = support.mnist_run
@@ -101,11 +101,20 @@ def test_images_of_other_sizes_and_dark_on_light(mnist_run: Path, test_images, e
         ink = np.zeros((28, 28, 4), np.uint8)
         ink[..., 3] = images[i]
         Image.fromarray(ink, "RGBA").save(tmp_path / f"canvas{i}.png")
+        # 16-bit grayscale (PIL clipped it to white above 255), and a photo stored upside down
+        # with an EXIF orientation saying so.
+        Image.fromarray(images[i].astype(np.uint16) * 257).save(tmp_path / f"deep{i}.png")
+        exif = Image.Exif()
+        exif[0x0112] = 3  # Orientation: rotate 180° to display
+        img.rotate(180).convert("RGB").save(tmp_path / f"photo{i}.jpg", quality=95, exif=exif)
     ids, probs, _ = predict_to_csv(ckpt, tmp_path, tmp_path / "out.csv")
     got = dict(zip(ids, probs.argmax(1).tolist(), strict=True))
     for i in confident:
         assert got[f"big{i}.png"] == expected[0][i]
         assert got[f"canvas{i}.png"] == expected[0][i]
+        assert got[f"deep{i}.png"] == expected[0][i] and got[f"photo{i}.jpg"] == expected[0][i]
+        with Image.open(tmp_path / f"deep{i}.png") as deep:  # the class survives clipping; the pixels must too
+            np.testing.assert_array_equal(to_mnist_pixels(deep, (28, 28), "false"), images[i])
         assert got[f"paper{i}.jpg"] == expected[0][i]
 
 
