@@ -44,6 +44,10 @@ def show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -82,7 +86,7 @@ def check_signature(path: str, node: Mapping[str, Any], extra: tuple[str, ...] =
 def _check_model(m: Mapping[str, Any]) -> None:
     sizes = m.get("hidden_sizes", [])
     if not isinstance(sizes, (list, ListConfig)) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes
+        _is_int(s) and s > 0 for s in sizes
     ):
         _fail("model.hidden_sizes", sizes, "expected a list of positive integers, e.g. [256,128]")
     n = len(sizes)
@@ -108,7 +112,7 @@ def _check_model(m: Mapping[str, Any]) -> None:
         if not (_is_number(m.get(key, 0)) and m.get(key, 0) >= 0):
             _fail(f"model.{key}", m.get(key), "expected a number ≥ 0")
     members = m.get("members", 1)
-    if not (isinstance(members, int) and not isinstance(members, bool) and members >= 1):
+    if not (_is_int(members) and members >= 1):
         _fail("model.members", members, "expected an integer ≥ 1 (1: a single MLP)")
     if m.get("max_norm") is not None and not (_is_number(m["max_norm"]) and m["max_norm"] > 0):
         _fail("model.max_norm", m["max_norm"], "expected null or a number > 0")
@@ -120,10 +124,6 @@ def _check_model(m: Mapping[str, Any]) -> None:
         _fail("model.gradient_clip_algorithm", m.get("gradient_clip_algorithm"), "expected norm or value")
     if m.get("init") == "normal" and not (_is_number(m.get("init_std")) and m["init_std"] > 0):
         _fail("model.init_std", m.get("init_std"), "expected a number > 0")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def check_threads(value: Any) -> None:
@@ -205,7 +205,7 @@ def _check_tta(t: Mapping[str, Any]) -> None:
         _fail("data.tta", t, "expected a mapping of test-time views, e.g. {shift: 1}")
     check_signature("data.tta", {"_target_": "mlplab.data.augment.TestViews", **t})
     shift = t.get("shift", 0)
-    if not (isinstance(shift, int) and not isinstance(shift, bool) and 0 <= shift <= 8):
+    if not (_is_int(shift) and 0 <= shift <= 8):
         _fail("data.tta.shift", shift, "expected an integer in [0, 8]")
 
 

@@ -394,14 +394,11 @@ def _checked_precision(cfg: Any) -> str | None:
 _SAME_SAMPLES = ("batch_size", "eval_batch_size", "batches_per_call", "data_dir", "mean", "std", "augment", "tta")
 
 
-def _check_same_holdout(data: dict[str, Any], trained: Mapping[str, Any], ckpt_path: Path) -> None:
+def _check_same_holdout(data: Mapping[str, Any], trained: Mapping[str, Any], ckpt_path: Path) -> None:
     """`split=val` with a data group named on the command line must score the checkpoint's
     own hold-out: any other contains samples it was trained on."""
     from mlplab.config import ConfigError, show
 
-    if trained.get("val_size") == 0:
-        data["val_size"] = 0  # refused by the caller: nothing was held out
-        return
     for key, value in trained.items():
         if key.startswith("_") or key in _SAME_SAMPLES or key not in data or data[key] == value:
             continue
@@ -436,7 +433,9 @@ def run_eval(cfg: Any) -> dict[str, Any]:
         data["seed"] = cfg.seed if cfg.get("seed") is not None else loaded.data.get("seed", data.get("seed"))
         data_name, data_dir = str(HydraConfig.get().runtime.choices.get("data")), None
         check_data(data)
-        if cfg.split == "val" and data.get("_target_") == loaded.data.get("_target_"):
+        if cfg.split == "val" and loaded.data.get("val_size") == 0:
+            data["val_size"] = 0  # refused below: nothing was held out
+        elif cfg.split == "val" and data.get("_target_") == loaded.data.get("_target_"):
             _check_same_holdout(data, loaded.data, ckpt_path)
     else:
         data, data_name, data_dir = loaded.data, "", str(cfg.paths.data_dir)
