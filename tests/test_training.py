@@ -108,6 +108,38 @@ def test_tensorboard_has_every_metric_and_the_penalties_separately(make_cfg, tmp
     assert 0 < l1 < acc.Scalars("train/loss")[-1].value
 
 
+def _steps(run: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard")).Reload()
+    return [e.step for e in acc.Scalars(tag)]
+
+
+def test_tensorboard_steps_are_optimizer_steps_whatever_the_batches_per_call(make_cfg, tmp_path: Path) -> None:
+    # Several optimizer steps per training_step call (data.batches_per_call) must neither put
+    # the x-axis in calls nor thin train/loss_step out to Lightning's once-per-N-calls flush.
+    from mlplab.curves import read_scalars
+
+    common = [*SYNTH, "data.batches_per_call=8", "trainer.log_every_n_steps=5",
+              "callbacks.early_stopping.patience=100"]
+    train(make_cfg([*common, "trainer.max_epochs=2"], run_dir=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    per_epoch = torch.load(last, weights_only=True)["global_step"] // 2
+    assert per_epoch > 8  # several calls an epoch, the last one short
+    assert _steps(tmp_path / "first", "val/acc") == [per_epoch - 1, 2 * per_epoch - 1]
+    assert _steps(tmp_path / "first", "train/loss") == [per_epoch - 1, 2 * per_epoch - 1]
+    assert _steps(tmp_path / "first", "train/loss_step") == list(range(4, 2 * per_epoch, 5))
+    # Each step-level point is paired with its epoch, as mlplab.curves places it.
+    points = read_scalars(tmp_path / "first")["train/loss_step"]
+    assert [p.epoch for p in points] == [p.step // per_epoch for p in points]
+
+    # A resumed run goes on along the same axis.
+    train(make_cfg([*common, "trainer.max_epochs=3", f"ckpt_path={last}"], run_dir=tmp_path / "resumed"))
+    assert _steps(tmp_path / "resumed", "val/acc") == [3 * per_epoch - 1]
+    third = [s for s in range(2 * per_epoch, 3 * per_epoch) if (s + 1) % 5 == 0]
+    assert _steps(tmp_path / "resumed", "train/loss_step") == third
+
+
 def test_early_stopping_is_reported_and_the_report_is_written(make_cfg, tmp_path: Path) -> None:
     # min_delta 10 makes every epoch "no improvement": stops after 1 + patience epochs.
     train(make_cfg([*SYNTH, "trainer.max_epochs=10", "callbacks.early_stopping.patience=1",

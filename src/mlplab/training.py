@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,12 @@ def _route_lightning_logs() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # Two warnings every run would print that say nothing true or actionable here: the batch
+    # count Lightning compares with log_every_n_steps is of training_step calls, each of
+    # `data.batches_per_call` optimizer steps, and train/loss_step is logged by step; and
+    # Lightning 2.6 uses a torch.utils._pytree class that torch 2.14 deprecates.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def _check_resumable(path: str, model: L.LightningModule) -> None:

@@ -186,15 +186,31 @@ class Classifier(L.LightningModule):
         opt = self.optimizers()
         losses = []
         max_steps = self.trainer.max_steps
+        every = self.trainer.log_every_n_steps
         for x, y in group:
             if 0 <= max_steps <= self.global_step:
                 break
             loss = self._step(opt, x, y)
-            # Every log_every_n_steps only, so step-level curves cost one sync per N steps.
-            if self.global_step % self.trainer.log_every_n_steps == 0:
-                self.log("train/loss_step", loss, on_step=True, on_epoch=False)
+            if every and self.global_step % every == 0:
+                self._log_step_loss(loss)
             losses.append(loss)
+        # Lightning's logging step counts training_step calls; with several optimizer steps a
+        # call that would put TensorBoard's x-axis in calls (8 steps each by default). Count
+        # steps instead, as Lightning itself assumes (its checkpoint migration sets this
+        # counter to global_step); it adds the call's own 1 after this hook.
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.global_step - 1
         return torch.stack(losses) if losses else None
+
+    def _log_step_loss(self, loss: torch.Tensor) -> None:
+        """`train/loss_step` every `trainer.log_every_n_steps` optimizer steps, at the 0-based
+        index of the step just taken (Lightning's convention for its own step logs). Written to
+        the loggers directly: `self.log(on_step=True)` is flushed only on Lightning's own
+        schedule, once every N training_step calls, so most of these would be dropped."""
+        if not self.loggers or self.trainer.sanity_checking:
+            return
+        metrics = {"train/loss_step": float(loss), "epoch": self.current_epoch}  # one sync per N steps
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step - 1)
 
     def _mixup(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(mixed batch, partner labels, lam); lam and the pairing come from torch's seeded RNG."""
