@@ -198,7 +198,7 @@ def test_resume_refuses_a_changed_optimizer_and_applies_a_new_patience(tmp_path:
     # min_delta 10: no epoch improves, so patience 1 stops after 2 epochs.
     assert run([*SYNTH, "trainer.max_epochs=10", "callbacks.early_stopping.patience=1",
                 "callbacks.early_stopping.min_delta=10", f"hydra.run.dir={out}"]).returncode == 0
-    assert summary(out)["epochs"] == 2
+    assert summary(out)["epochs"] == 2 and summary(out)["stopped_early"]
     before = _files(out)
     r = run([f"resume={out}", "optimizer.lr=0.5"])  # restored optimizer state would override it
     assert r.returncode == 1 and "optimizer.lr=0.5 here, 0.001 in the checkpoint" in r.stderr
@@ -206,6 +206,7 @@ def test_resume_refuses_a_changed_optimizer_and_applies_a_new_patience(tmp_path:
     r = run([f"resume={out}", "trainer.max_epochs=5", "callbacks.early_stopping.patience=100"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert summary(out)["epochs"] == 5  # Lightning restored patience 1 and stopped at once
+    assert not summary(out)["stopped_early"]  # it ran to max_epochs: the old stop is history
 
 
 def test_resume_keeps_interpolations_in_the_runs_overrides_verbatim(tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import FAST, have_data
 from mlplab.callbacks.guards import NonFiniteLossError
@@ -59,6 +61,58 @@ def test_resume_continues_at_saved_epoch_and_matches_uninterrupted_run(make_cfg,
     assert resumed["metrics"]["test/acc"] == pytest.approx(full["metrics"]["test/acc"], abs=1e-6)
 
 
+class SaveAt(ModelCheckpoint):
+    """Saves `dir/mid.ckpt` after optimizer step `step`, where Ctrl-C saves (GracefulInterrupt),
+    and `dir/epoch0.ckpt` where the run's own ModelCheckpoint saves at the end of epoch 0 (a
+    ModelCheckpoint itself, so that Lightning runs it after the other callbacks, as that one)."""
+
+    def __init__(self, step: int, dir: str) -> None:
+        super().__init__(dirpath=dir, save_top_k=0)
+        self.step, self.dir = step, Path(dir)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.dir / "mid.ckpt")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == 0:
+            trainer.save_checkpoint(self.dir / "epoch0.ckpt")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass
+
+
+@pytest.mark.parametrize("data", ["synthetic", "mnist"])
+def test_resume_with_dropout_mixup_and_one_cycle_is_exact_mid_epoch_and_at_epoch_end(
+        make_cfg, tmp_path: Path, data: str) -> None:
+    # Dropout masks and mixup draw from torch's global generator (saved in the checkpoint);
+    # mid-epoch, the epoch goes on from its next batch, its augmentation stream where it was,
+    # and the one-cycle schedule ends exactly at its planned step.
+    if data == "mnist" and not have_data("mnist"):
+        pytest.skip("MNIST not provisioned (make data)")
+    per_epoch = 19 if data == "synthetic" else 24  # batches of 64 (3 calls) / 3 calls of 8
+    setup = (["data=synthetic", "model.hidden_sizes=[32]"] if data == "synthetic" else
+             ["data=mnist", "model.hidden_sizes=[32]", "data.augment.shift=2",
+              "trainer.limit_train_batches=3", "trainer.limit_val_batches=2"])
+    common = [*setup, *FAST, "model.dropout=0.3", "model.mixup_alpha=0.4", "scheduler=onecycle",
+              "callbacks.early_stopping.patience=100"]
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    train(make_cfg([*common, f"+callbacks.save_at._target_={__name__}.SaveAt",
+                    f"+callbacks.save_at.step={per_epoch + 8}", f"+callbacks.save_at.dir={snaps}"],
+                   run_dir=tmp_path / "full"))
+    full = _summary(tmp_path / "full")
+    assert torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3 * per_epoch
+    for snap in ("epoch0", "mid"):
+        run = tmp_path / snap
+        train(make_cfg([*common, f"ckpt_path={snaps / f'{snap}.ckpt'}"], run_dir=run))
+        last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        assert last["global_step"] == 3 * per_epoch, snap
+        resumed = _summary(run)
+        assert resumed["metrics"]["val/loss"] == pytest.approx(full["metrics"]["val/loss"], abs=1e-6), snap
+        assert resumed["metrics"]["test/loss"] == pytest.approx(full["metrics"]["test/loss"], abs=1e-6), snap
+
+
 def test_same_seed_is_identical_and_other_seed_differs(make_cfg, tmp_path: Path) -> None:
     args = [*SYNTH, "deterministic=true", "trainer.max_epochs=2"]
     runs = {}
@@ -81,6 +135,15 @@ def test_non_finite_loss_stops_at_once_and_keeps_best_checkpoint(make_cfg, tmp_p
     assert "lower optimizer.lr" in s["error"]
     assert s["best_epoch"] == 0 and Path(s["best_checkpoint"]).is_file()
     assert s["metrics"]["test/acc"] > 0.5  # the kept checkpoint was tested
+
+
+def test_a_run_that_diverges_in_its_first_epoch_names_no_checkpoint(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(NonFiniteLossError, match=r"epoch 0"):
+        train(make_cfg([*SYNTH, "optimizer=sgd", "optimizer.lr=1e6"]))
+    s = _summary(tmp_path / "run")
+    assert s["status"] == "diverged"
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert s["best_checkpoint"] is None and s["last_checkpoint"] is None
 
 
 @pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
@@ -197,3 +260,11 @@ def test_logger_none_trains_without_the_learning_rate_monitor(make_cfg, tmp_path
     summary = _summary(tmp_path / "run")
     assert summary["status"] == "completed" and summary["epochs"] == 2
     assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+@pytest.mark.parametrize("logger", ["csv", "none"])
+def test_a_run_without_tensorboard_still_gets_the_checkpoint_figures(make_cfg, tmp_path: Path, logger: str) -> None:
+    train(make_cfg([*SYNTH, f"logger={logger}", "trainer.max_epochs=1"]))
+    run = tmp_path / "run"
+    assert (run / "confusion_matrix.png").stat().st_size > 0
+    assert not (run / "curves.png").exists()  # nothing to draw it from

@@ -306,6 +306,14 @@ def _device_available(accelerator: str) -> bool:
     }.get(accelerator, lambda: True)()
 
 
+def check_sweeper(cfg: DictConfig, sweeper_target: Any) -> None:
+    """An Optuna study optimises a validation metric; without a validation split it would have
+    nothing to choose by (the test set must not choose), so every trial would fail."""
+    if "optuna" in str(sweeper_target or "") and cfg.data.get("val_size") == 0:
+        _fail("data.val_size", 0, f"the Optuna sweeper optimises {cfg.get('optimized_metric')}, and without a "
+              "validation split there is nothing to choose by (the test set must not choose)")
+
+
 def validate(cfg: DictConfig, multirun: bool = False, here: bool = True) -> None:
     """Raise `ConfigError` for the first invalid key of the composed config. `multirun`: in a
     sweep whose launcher relaunches (see `launcher_relaunches`). `here`: the run will execute

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mlplab.callbacks.guards import NonFiniteLossError
-from mlplab.config import launcher_relaunches, validate
+from mlplab.config import check_sweeper, launcher_relaunches, validate
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,11 @@ def refuse_relaunch(trainer: L.Trainer) -> None:
                           f"× {trainer.num_nodes} nodes: {RELAUNCH_ADVICE}")
 
 
+def _existing(path: Path) -> str | None:
+    """The path if the file is there: a run that diverged in its first epoch saved none."""
+    return str(path) if path.is_file() else None
+
+
 def _route_lightning_logs() -> None:
     """Lightning adds its own console handler; Hydra's root handlers already print and write
     train.log, so without this every Lightning message appears twice."""
@@ -156,6 +161,9 @@ def _route_lightning_logs() -> None:
     # Lightning 2.6 uses a torch.utils._pytree class that torch 2.14 deprecates.
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    # Lightning cannot see that `TensorBatches` resumes mid-epoch exactly (data/base.py), and
+    # compares optimizer steps with training_step calls to decide it was mid-epoch at all.
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def _check_resumable(path: str, model: L.LightningModule) -> None:
@@ -209,11 +217,7 @@ def train(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     validate(cfg, multirun=multirun and launcher_relaunches(hc.launcher.get("_target_")))
-    if cfg.data.val_size == 0 and "optuna" in str(hc.sweeper.get("_target_", "")):
-        from mlplab.config import ConfigError
-
-        raise ConfigError(f"data.val_size=0: the sweeper optimises {cfg.optimized_metric}, and without a "
-                          "validation split there is nothing to choose by (the test set must not choose)")
+    check_sweeper(cfg, hc.sweeper.get("_target_"))
     _route_lightning_logs()
     skip_failing_nvml_probe()
     run_dir = Path(hc.runtime.output_dir)
@@ -266,7 +270,7 @@ def train(cfg: DictConfig) -> float | None:
         "best_epoch": best_epoch,
         "metrics": metrics,
         "best_checkpoint": best_path,
-        "last_checkpoint": str(Path(ckpt.dirpath) / "last.ckpt") if ckpt is not None and ckpt.save_last else None,
+        "last_checkpoint": _existing(Path(ckpt.dirpath) / "last.ckpt") if ckpt is not None and ckpt.dirpath else None,
         "fit_seconds": round(fit_seconds, 2),
         "run_dir": str(run_dir),
     }

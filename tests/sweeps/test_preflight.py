@@ -72,6 +72,14 @@ def test_optuna_search_space_is_checked_value_by_value(sweep_cfg: Compose) -> No
         preflight.check(cfg, loader(), provision_data=False)
 
 
+def test_an_optuna_study_without_a_validation_split_is_refused_before_any_trial(sweep_cfg: Compose) -> None:
+    cfg = sweep_cfg(["sweep=optuna_mlp", "data=synthetic", "data.val_size=0"])
+    with pytest.raises(preflight.PreflightError, match=r"^data.val_size=0: the Optuna sweeper optimises val/acc_best, and without a validation split"):
+        preflight.check(cfg, loader(), provision_data=False)
+    grid = sweep_cfg(["sweep=lr_dropout", "data=synthetic", "data.val_size=0"])
+    assert preflight.check(grid, loader(), provision_data=False) == 9  # a grid may be a final fit
+
+
 def test_command_line_sweeps_replace_or_extend_the_named_grid(sweep_cfg: Compose) -> None:
     cfg = sweep_cfg(["sweep=lr_dropout", "data=synthetic"])
     args = preflight.sweep_arguments(cfg) + ["seed=1,2,3", "model.dropout=0.1,0.3"]

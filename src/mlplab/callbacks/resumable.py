@@ -81,3 +81,5 @@ class EarlyStopping(_LightningEarlyStopping):
         patience = self.patience
         super().load_state_dict(state_dict)
         self.patience = patience
+        # Whether this fit stopped early: a stop recorded by the run it resumes is history.
+        self.stopped_epoch = 0

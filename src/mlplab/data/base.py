@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -62,7 +63,7 @@ class TensorDataModule(L.LightningDataModule):
     def _batches(self, split: str, train: bool) -> TensorBatches:
         x, y = self.splits[split]
         trainer = self.trainer
-        return TensorBatches(
+        batches = TensorBatches(
             x,
             y,
             batch_size=self.batch_size if train else self.eval_batch_size,
@@ -74,6 +75,9 @@ class TensorDataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer is not None else 1,
             group=self.batches_per_call if train else 1,
         )
+        if train and trainer is not None:
+            batches.steps_done = lambda: _steps_done_this_epoch(trainer, batches)
+        return batches
 
     def train_dataloader(self) -> Any:
         return self._batches("train", train=True)
@@ -85,6 +89,18 @@ class TensorDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> Any:
         return self._batches("test", train=False)
+
+
+def _steps_done_this_epoch(trainer: Any, batches: TensorBatches) -> int:
+    """Optimizer steps the current epoch has already taken: nonzero only when a run resumes
+    from a mid-epoch checkpoint (Ctrl-C), whose epoch must go on from its next batch rather
+    than train the first ones twice (and overrun a one-cycle schedule's planned steps)."""
+    calls = trainer.num_training_batches
+    if not math.isfinite(calls):
+        return 0
+    per_epoch = batches.batches_in(int(calls))
+    done = trainer.global_step - trainer.current_epoch * per_epoch
+    return done if 0 < done < per_epoch else 0
 
 
 def seeded_split(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

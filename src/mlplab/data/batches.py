@@ -21,8 +21,9 @@ class TensorBatches:
     """An iterable of `(x, y)` batches over in-memory tensors.
 
     The order of epoch `e` is `randperm(n, seed + e)`, so it depends only on the seed and the
-    epoch number: a run resumed at an epoch boundary sees the same batches as an uninterrupted
-    one (from a mid-epoch checkpoint, the epoch restarts from the start of its order). Under DDP each
+    epoch number: a resumed run sees the same batches as an uninterrupted one. From a mid-epoch
+    checkpoint, `steps_done()` says how many of the epoch's batches were already trained on,
+    and the epoch goes on from the next one. Under DDP each
     rank takes a disjoint, equally long shard of that permutation (equal lengths keep the
     ranks' gradient all-reduces in step).
 
@@ -45,6 +46,7 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         group: int = 1,
+        steps_done: Callable[[], int] = lambda: 0,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
@@ -53,6 +55,7 @@ class TensorBatches:
         self.seed, self.epoch = seed, epoch
         self.rank, self.world_size = rank, world_size
         self.group = group
+        self.steps_done = steps_done
 
     def _indices(self) -> torch.Tensor | None:
         n = len(self.y)
@@ -103,11 +106,16 @@ class TensorBatches:
             # A separate stream for augmentation, also a function of (seed, epoch).
             g = torch.Generator(device=self.x.device)
             g.manual_seed(self.seed + 7919 * (self.epoch() + 1))
-        for start in range(0, stop, self.batch_size):
+        skip = self.steps_done() if self.shuffle else 0
+        for i, start in enumerate(range(0, stop, self.batch_size)):
             if order is None:
                 xb = self.x[start : start + self.batch_size]
                 yb = self.y[start : start + self.batch_size]
             else:
                 idx = order[start : start + self.batch_size]
                 xb, yb = self.x[idx], self.y[idx]
+            if i < skip:
+                if g is not None:
+                    self.transform(xb, g)  # moves the augmentation stream on as training did
+                continue
             yield self.transform(xb, g), yb

@@ -159,9 +159,10 @@ def _checkpoint_figures(run_dir: Path, ckpt: Path, split: str = "val",
 
 
 def write_report(run_dir: Path, split: str = "val", data_dir: str | None = None) -> list[Path]:
-    """Write the report PNGs into `run_dir` and return their paths. Raises `ReportError`
-    when there are no event files or no curve in them; without a best checkpoint, only
-    curves.png is written."""
+    """Write the report PNGs into `run_dir` and return their paths: curves.png from the event
+    files, the confusion matrix and misclassified images from the best checkpoint, each when
+    its source is there. Raises `ReportError` when there is neither, or when the event files
+    hold no curve."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: " + ("a file, not a run directory" if run_dir.exists() else "no such run directory"))
@@ -175,8 +176,13 @@ def write_report(run_dir: Path, split: str = "val", data_dir: str | None = None)
     summary = _summary(run_dir)
     # Event files, checkpoint and data are all read before the first PNG is written: a report
     # refused over any of them leaves no fresh file behind that looks like a success.
-    figures = [("curves.png", _curves_figure(run_dir, summary))]
     ckpt = _best_checkpoint(run_dir, summary)
+    figures: list[tuple[str, Figure]] = []
+    if event_files(run_dir) or ckpt is None:
+        figures.append(("curves.png", _curves_figure(run_dir, summary)))  # refuses a run without events
+    else:
+        log.warning("%s: no TensorBoard event files (a run with logger=csv or logger=none), so no curves.png",
+                    run_dir)
     if ckpt is None:
         log.warning("%s: no checkpoints/best.ckpt, so no confusion matrix or misclassified images", run_dir)
     else:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -323,6 +324,26 @@ class Classifier(L.LightningModule):
                     f"trainer.max_epochs={self.trainer.max_epochs}: the checkpoint's {type(sched).__name__} "
                     f"was planned for {stored}, this fit needs {planned}; a resumed run cannot change the "
                     "length of its schedule (resume with its own trainer.max_epochs, or start a new run)")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Dropout masks and mixup draw from torch's global generator, which Lightning does not
+        # checkpoint and a resumed run re-seeds: without its state, a resumed run would train
+        # with other masks than the uninterrupted run.
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng"] = rng
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("rng")
+        # Only when a fit resumes: loading a checkpoint to evaluate must not move the caller's
+        # generator.
+        if rng is None or self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        torch.set_rng_state(rng["torch"])
+        cuda = rng.get("cuda")
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
 
     def _step_schedulers(self, interval: str) -> None:
         """What Lightning does for automatic optimization: step each scheduler of this

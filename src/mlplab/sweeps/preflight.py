@@ -96,7 +96,7 @@ def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[
     # need not wait for.
     from hydra.utils import get_class
 
-    from mlplab.config import launcher_relaunches, validate
+    from mlplab.config import check_sweeper, launcher_relaunches, validate
     from mlplab.data.sources import DATASETS
 
     # `${hydra:runtime.output_dir}` resolves only once a job has a directory; validation needs
@@ -111,6 +111,7 @@ def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[
             # As train() will; a SLURM job's device is on its node, not here.
             relaunches = launcher_relaunches(cfg.hydra.launcher.get("_target_"))
             validate(cfg, multirun=relaunches, here=relaunches)
+            check_sweeper(cfg, cfg.hydra.sweeper.get("_target_"))
         target = cfg.data.get("_target_")
         name = getattr(get_class(target), "dataset", "") if target else ""
         return {(name, str(cfg.data.data_dir))} if name in DATASETS else set()
