@@ -113,6 +113,25 @@ def test_resume_with_dropout_mixup_and_one_cycle_is_exact_mid_epoch_and_at_epoch
         assert resumed["metrics"]["test/loss"] == pytest.approx(full["metrics"]["test/loss"], abs=1e-6), snap
 
 
+def test_a_resume_that_cannot_go_on_exactly_still_trains_whole_epochs(make_cfg, tmp_path: Path) -> None:
+    common = [*SYNTH, "callbacks.early_stopping.patience=100"]  # 19 batches an epoch, calls of 8
+    # Stopped by trainer.max_steps one batch into a call: the rest of that call still trains.
+    train(make_cfg([*common, "+trainer.max_steps=20"], run_dir=tmp_path / "a"))
+    train(make_cfg([*common, "+trainer.max_steps=100", f"ckpt_path={tmp_path / 'a/checkpoints/last.ckpt'}"],
+                   run_dir=tmp_path / "b"))
+    assert _steps(tmp_path / "b", "val/acc")[0] == 2 * 19 - 1  # epoch 1 ended after its 19th batch
+    # A Ctrl-C checkpoint resumed with other batches: the epoch starts over instead of
+    # skipping batches that are not the ones trained (or running Lightning's count dry).
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    train(make_cfg([*common, f"+callbacks.save_at._target_={__name__}.SaveAt", "+callbacks.save_at.step=27",
+                    f"+callbacks.save_at.dir={snaps}"], run_dir=tmp_path / "c"))
+    for changed in ("data.batch_size=128", "data.batches_per_call=4"):
+        run = tmp_path / changed.replace("=", "_")
+        train(make_cfg([*common, changed, f"ckpt_path={snaps / 'mid.ckpt'}"], run_dir=run))
+        assert _summary(run)["status"] == "completed" and _summary(run)["epochs"] == 3, changed
+
+
 def test_same_seed_is_identical_and_other_seed_differs(make_cfg, tmp_path: Path) -> None:
     args = [*SYNTH, "deterministic=true", "trainer.max_epochs=2"]
     runs = {}
@@ -178,13 +197,19 @@ def _steps(run: Path, tag: str) -> list[int]:
     return [e.step for e in acc.Scalars(tag)]
 
 
+def _tags(run: Path) -> list[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return EventAccumulator(str(run / "tensorboard")).Reload().Tags()["scalars"]
+
+
 def test_tensorboard_steps_are_optimizer_steps_whatever_the_batches_per_call(make_cfg, tmp_path: Path) -> None:
     # Several optimizer steps per training_step call (data.batches_per_call) must neither put
     # the x-axis in calls nor thin train/loss_step out to Lightning's once-per-N-calls flush.
     from mlplab.curves import read_scalars
 
     common = [*SYNTH, "data.batches_per_call=8", "trainer.log_every_n_steps=5",
-              "callbacks.early_stopping.patience=100"]
+              "callbacks.early_stopping.patience=100", "callbacks.lr_monitor.logging_interval=step"]
     train(make_cfg([*common, "trainer.max_epochs=2"], run_dir=tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     per_epoch = torch.load(last, weights_only=True)["global_step"] // 2
@@ -192,6 +217,11 @@ def test_tensorboard_steps_are_optimizer_steps_whatever_the_batches_per_call(mak
     assert _steps(tmp_path / "first", "val/acc") == [per_epoch - 1, 2 * per_epoch - 1]
     assert _steps(tmp_path / "first", "train/loss") == [per_epoch - 1, 2 * per_epoch - 1]
     assert _steps(tmp_path / "first", "train/loss_step") == list(range(4, 2 * per_epoch, 5))
+    # The learning rate per step: at the first step of each call holding a multiple of 5.
+    calls = [(e * per_epoch + c, min(e * per_epoch + c + 8, (e + 1) * per_epoch))
+             for e in range(2) for c in range(0, per_epoch, 8)]
+    lr_tag = next(t for t in _tags(tmp_path / "first") if t.startswith("lr-"))
+    assert _steps(tmp_path / "first", lr_tag) == [a for a, b in calls if any((s + 1) % 5 == 0 for s in range(a, b))]
     # Each step-level point is paired with its epoch, as mlplab.curves places it.
     points = read_scalars(tmp_path / "first")["train/loss_step"]
     assert [p.epoch for p in points] == [p.step // per_epoch for p in points]

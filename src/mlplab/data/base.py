@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
@@ -34,6 +33,8 @@ class TensorDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or max(batch_size, 1024)
         self.seed = seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_batches: TensorBatches | None = None
+        self._resume: dict[str, int] | None = None
 
     def _load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
@@ -76,8 +77,35 @@ class TensorDataModule(L.LightningDataModule):
             group=self.batches_per_call if train else 1,
         )
         if train and trainer is not None:
-            batches.steps_done = lambda: _steps_done_this_epoch(trainer, batches)
+            batches.steps_done = lambda: self._resume_at(batches)
+            batches.global_step = lambda: trainer.global_step
+            self._train_batches = batches
         return batches
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: where training was in its epoch (see `TensorBatches`)."""
+        position = self._train_batches.position() if self._train_batches is not None else None
+        return {"train_position": position} if position is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume = state_dict.get("train_position")
+
+    def _resume_at(self, batches: TensorBatches) -> int:
+        """Batches the current epoch already trained on: nonzero only when a run resumes from a
+        mid-epoch checkpoint (Ctrl-C), whose epoch then goes on from its next batch rather than
+        train the first ones twice (and overrun a one-cycle schedule's planned steps). Only
+        once, and only for the same epoch cut into the same batches: after a change of batch
+        size or devices the epoch starts over, as Lightning expects of a loader it cannot resume."""
+        saved, self._resume = self._resume, None
+        trainer = self.trainer
+        if not saved or trainer is None:
+            return 0
+        same = {"epoch": trainer.current_epoch, "batch_size": batches.batch_size, "group": batches.group,
+                "world_size": batches.world_size, "n": len(batches.y)}
+        done = int(saved.get("done", 0))
+        if any(saved.get(k) != v for k, v in same.items()) or not 0 < done < batches.n_batches():
+            return 0
+        return done
 
     def train_dataloader(self) -> Any:
         return self._batches("train", train=True)
@@ -89,18 +117,6 @@ class TensorDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> Any:
         return self._batches("test", train=False)
-
-
-def _steps_done_this_epoch(trainer: Any, batches: TensorBatches) -> int:
-    """Optimizer steps the current epoch has already taken: nonzero only when a run resumes
-    from a mid-epoch checkpoint (Ctrl-C), whose epoch must go on from its next batch rather
-    than train the first ones twice (and overrun a one-cycle schedule's planned steps)."""
-    calls = trainer.num_training_batches
-    if not math.isfinite(calls):
-        return 0
-    per_epoch = batches.batches_in(int(calls))
-    done = trainer.global_step - trainer.current_epoch * per_epoch
-    return done if 0 < done < per_epoch else 0
 
 
 def seeded_split(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

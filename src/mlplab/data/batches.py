@@ -23,7 +23,8 @@ class TensorBatches:
     The order of epoch `e` is `randperm(n, seed + e)`, so it depends only on the seed and the
     epoch number: a resumed run sees the same batches as an uninterrupted one. From a mid-epoch
     checkpoint, `steps_done()` says how many of the epoch's batches were already trained on,
-    and the epoch goes on from the next one. Under DDP each
+    and the epoch goes on from the next one (`position()` is what the checkpoint records; the
+    datamodule keeps it). Under DDP each
     rank takes a disjoint, equally long shard of that permutation (equal lengths keep the
     ranks' gradient all-reduces in step).
 
@@ -47,6 +48,7 @@ class TensorBatches:
         world_size: int = 1,
         group: int = 1,
         steps_done: Callable[[], int] = lambda: 0,
+        global_step: Callable[[], int] = lambda: 0,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
@@ -56,6 +58,8 @@ class TensorBatches:
         self.rank, self.world_size = rank, world_size
         self.group = group
         self.steps_done = steps_done
+        self.global_step = global_step
+        self._epoch_start: tuple[int, int] | None = None  # (epoch, global step before its first batch)
 
     def _indices(self) -> torch.Tensor | None:
         n = len(self.y)
@@ -89,15 +93,31 @@ class TensorBatches:
         """How many batches (optimizer steps) the first `n_items` items hold."""
         return min(n_items * self.group, self.n_batches())
 
-    def __iter__(self) -> Iterator[Batch | list[Batch]]:
-        if self.group == 1:
-            yield from self._single()
-            return
-        items = self._single()
-        while chunk := [b for _, b in zip(range(self.group), items, strict=False)]:
-            yield chunk
+    def position(self) -> dict[str, int] | None:
+        """Where training is in the current epoch, with what identifies its batches: a
+        checkpoint's record for `steps_done` when the run resumes."""
+        if self._epoch_start is None:
+            return None
+        epoch, start = self._epoch_start
+        return {"epoch": epoch, "done": self.global_step() - start, "batch_size": self.batch_size,
+                "group": self.group, "world_size": self.world_size, "n": len(self.y)}
 
-    def _single(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch | list[Batch]]:
+        done = self.steps_done() if self.shuffle else 0
+        if self.shuffle:
+            self._epoch_start = (self.epoch(), self.global_step() - done)
+        items = self._single(done)
+        if self.group == 1:
+            yield from items
+            return
+        # Lightning counts a call that stopped part-way (trainer.max_steps) as done: the rest of
+        # its batches ride with the next call, so the calls still line up with its count.
+        carry = [b for _, b in zip(range(-done % self.group), items, strict=False)]
+        while chunk := [b for _, b in zip(range(self.group), items, strict=False)]:
+            yield carry + chunk
+            carry = []
+
+    def _single(self, skip: int = 0) -> Iterator[Batch]:
         order = self._indices()
         n = self._length()
         stop = n - n % self.batch_size if self.drop_last else n
@@ -106,7 +126,6 @@ class TensorBatches:
             # A separate stream for augmentation, also a function of (seed, epoch).
             g = torch.Generator(device=self.x.device)
             g.manual_seed(self.seed + 7919 * (self.epoch() + 1))
-        skip = self.steps_done() if self.shuffle else 0
         for i, start in enumerate(range(0, stop, self.batch_size)):
             if order is None:
                 xb = self.x[start : start + self.batch_size]
