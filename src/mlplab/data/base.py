@@ -95,7 +95,8 @@ class TensorDataModule(L.LightningDataModule):
         mid-epoch checkpoint (Ctrl-C), whose epoch then goes on from its next batch rather than
         train the first ones twice (and overrun a one-cycle schedule's planned steps). Only
         once, and only for the same epoch cut into the same batches: after a change of batch
-        size or devices the epoch starts over, as Lightning expects of a loader it cannot resume."""
+        size, `batches_per_call` or devices the epoch is served from the start of its order, and
+        Lightning stops it after the calls it still expects."""
         saved, self._resume = self._resume, None
         trainer = self.trainer
         if not saved or trainer is None:
