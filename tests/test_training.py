@@ -132,6 +132,19 @@ def test_a_resume_that_cannot_go_on_exactly_still_trains_whole_epochs(make_cfg, 
         assert _summary(run)["status"] == "completed" and _summary(run)["epochs"] == 3, changed
 
 
+def test_checkpoints_are_written_beside_their_final_name(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    # Lightning's own save goes through the system temp directory, and a move from another
+    # filesystem (a tmpfs /tmp) is a copy a kill can cut short. Without a temp directory at
+    # all, its save fails outright; ours never uses it.
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tempdir"))
+    train(make_cfg([*SYNTH, "trainer.max_epochs=2", "report=false"]))
+    folder = tmp_path / "run" / "checkpoints"
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # no temporary left
+
+
 def test_same_seed_is_identical_and_other_seed_differs(make_cfg, tmp_path: Path) -> None:
     args = [*SYNTH, "deterministic=true", "trainer.max_epochs=2"]
     runs = {}

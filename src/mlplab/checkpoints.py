@@ -1,4 +1,5 @@
-"""Loading a checkpoint without trusting it.
+"""Saving a checkpoint so that a killed run never leaves a partial one, and loading one
+without trusting it.
 
 A `.ckpt` is a pickle, and unpickling can run any code the file names. Every load here uses
 `torch.load(weights_only=True)`, whose restricted unpickler accepts only tensors and plain
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pickle
 import pickletools
 import re
@@ -21,12 +23,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mlplab.data.base import TensorDataModule
 from mlplab.models.classifier import Classifier
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save and Lightning write zip archives
 DATA_PACKAGE = "mlplab.data."
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning writes a checkpoint to a temporary file in the system's temp directory and
+    moves it into place; where that directory is another filesystem (a tmpfs /tmp), the move
+    is a copy, and a run killed during it leaves a truncated `last.ckpt`. Here the temporary
+    file sits beside the checkpoint, is flushed to disk, and is renamed over it."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own way
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 class CheckpointError(ValueError):

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mlplab.callbacks.guards import NonFiniteLossError
+from mlplab.checkpoints import AtomicCheckpointIO
 from mlplab.config import check_sweeper, launcher_relaunches, validate
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=bool(kinds & {"TQDMProgressBar", "RichProgressBar"}),
         enable_model_summary="ModelSummary" in kinds or "RichModelSummary" in kinds,
+        plugins=[AtomicCheckpointIO()],
         **no_validation,
     )
     # As Lightning resolved it: its aliases ("bf16", 16) become "bf16-mixed", "16-mixed".

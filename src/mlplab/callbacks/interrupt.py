@@ -41,7 +41,7 @@ class GracefulInterrupt(L.Callback):
             Path(trainer.default_root_dir) / "checkpoints"
         )
         path = folder / "last.ckpt"
-        trainer.save_checkpoint(path)  # written to a temp file and renamed by Lightning
+        trainer.save_checkpoint(path)  # a temporary file beside it, renamed (AtomicCheckpointIO)
         if trainer.is_global_zero:
             print(
                 f"\nInterrupted during epoch {trainer.current_epoch} after step {trainer.global_step}; "
