@@ -68,19 +68,20 @@ def test_unwritable_data_directory_is_refused(tmp_path: Path) -> None:
 
 
 class _DiskFullFrom(L.Callback):
-    """From `epoch` on, every file write fails the way a full disk does."""
+    """From `epoch` on, every checkpoint write fails part-way, the way a full disk does."""
 
     def __init__(self, epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
         self.epoch, self.mp = epoch, monkeypatch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
-            from fsspec.implementations.local import LocalFileOpener
 
-            def full(*args, **kwargs):
+            def full(obj: object, f: object, *args: object, **kwargs: object) -> None:
+                if hasattr(f, "write"):
+                    f.write(b"PK\x03\x04 the first bytes of a checkpoint")  # a partial file
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-            self.mp.setattr(LocalFileOpener, "write", full)
+            self.mp.setattr(torch, "save", full)
 
 
 def test_disk_full_while_checkpointing_fails_loudly_and_keeps_good_checkpoints(
