@@ -151,21 +151,20 @@ def _existing(path: Path) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def _route_lightning_logs() -> None:
-    """Lightning adds its own console handler; Hydra's root handlers already print and write
-    train.log, so without this every Lightning message appears twice."""
+def _quiet_lightning() -> None:
+    """Lightning's console output, once and only where it says something true here."""
+    # Lightning adds its own console handler; Hydra's root handlers already print and write
+    # train.log, so without this every Lightning message appears twice.
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    # Two warnings every run would print that say nothing true or actionable here: the batch
-    # count Lightning compares with log_every_n_steps is of training_step calls, each of
-    # `data.batches_per_call` optimizer steps, and train/loss_step is logged by step; and
-    # Lightning 2.6 uses a torch.utils._pytree class that torch 2.14 deprecates.
+    # Lightning counts training_step calls, each of `data.batches_per_call` optimizer steps:
+    # against log_every_n_steps (train/loss_step is logged by step), and to decide that a
+    # resume starts mid-epoch (`TensorBatches` resumes exactly there anyway).
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
-    # Lightning cannot see that `TensorBatches` resumes mid-epoch exactly (data/base.py), and
-    # compares optimizer steps with training_step calls to decide it was mid-epoch at all.
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+    # Lightning 2.6 uses a torch.utils._pytree class that torch 2.14 deprecates.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def _check_resumable(path: str, model: L.LightningModule) -> None:
@@ -220,7 +219,7 @@ def train(cfg: DictConfig) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     validate(cfg, multirun=multirun and launcher_relaunches(hc.launcher.get("_target_")))
     check_sweeper(cfg, hc.sweeper.get("_target_"))
-    _route_lightning_logs()
+    _quiet_lightning()
     skip_failing_nvml_probe()
     run_dir = Path(hc.runtime.output_dir)
     threads = job_threads(cfg)
@@ -272,7 +271,7 @@ def train(cfg: DictConfig) -> float | None:
         "best_epoch": best_epoch,
         "metrics": metrics,
         "best_checkpoint": best_path,
-        "last_checkpoint": _existing(Path(ckpt.dirpath) / "last.ckpt") if ckpt is not None and ckpt.dirpath else None,
+        "last_checkpoint": _existing(Path(ckpt.dirpath) / "last.ckpt") if ckpt is not None and ckpt.save_last else None,
         "fit_seconds": round(fit_seconds, 2),
         "run_dir": str(run_dir),
     }
