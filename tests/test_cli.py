@@ -177,6 +177,40 @@ def test_resume_cannot_change_the_length_of_a_sized_schedule(tmp_path: Path, sch
     assert "Traceback" not in r.stderr and _files(out) == before
 
 
+def test_a_refused_ckpt_path_resume_leaves_no_new_run_and_the_old_one_as_it_was(tmp_path: Path) -> None:
+    # Refused only once Lightning has restored the checkpoint: a new directory was left with a
+    # copied best.ckpt and a `failed` summary, and in place the finished run became `failed`
+    # with the refused command's config.
+    out, new = tmp_path / "run", tmp_path / "new"
+    args = [*SYNTH, "scheduler=onecycle"]
+    assert run([*args, "trainer.max_epochs=2", f"hydra.run.dir={out}"]).returncode == 0
+    before = _files(out)
+    for target in (new, out):
+        r = run([*args, "trainer.max_epochs=4", f"ckpt_path={out}/checkpoints/last.ckpt", f"hydra.run.dir={target}"])
+        assert r.returncode == 1 and "cannot change the length of its schedule" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert not new.exists() and _files(out) == before
+
+
+def test_ctrl_c_in_a_resume_drops_the_summary_of_the_call_before(tmp_path: Path) -> None:
+    # The old summary named the previous call's figures as the run's, though its best.ckpt
+    # may since have been replaced; a sweep's leaderboard showed it as completed.
+    out = tmp_path / "run"
+    args = [*SYNTH, "data.n_samples=400000", "data.val_size=1000", "data.test_size=1000"]
+    assert run([*args, "trainer.max_epochs=1", f"hydra.run.dir={out}"]).returncode == 0
+    assert summary(out)["status"] == "completed"
+    events = len(list((out / "tensorboard").glob("events.out.tfevents.*")))
+    proc = popen([f"resume={out}", "trainer.max_epochs=3"])
+    _wait_for(lambda: len(list((out / "tensorboard").glob("events.out.tfevents.*"))) > events, proc)
+    time.sleep(2.0)  # inside the resumed epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Resume with" in err
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert not (out / "summary.json").exists()
+    assert "trainer.max_epochs=3" in (out / ".hydra" / "overrides.yaml").read_text()
+
+
 def test_ckpt_path_into_a_new_directory_keeps_the_best_checkpoint_so_far(tmp_path: Path) -> None:
     # Random labels at a high lr: validation loss is best early, then only rises. Lightning
     # forgot the best score in a new directory, so a later, worse epoch was kept and tested.

@@ -62,7 +62,7 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
         if not isinstance(err, _user_errors()) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             _record_failure(err)
             raise
-        if not _remove_empty_run_dir():
+        if not (_remove_empty_run_dir() or _remove_refused_new_run(err)):
             _record_failure(err)
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -87,6 +87,19 @@ def _record_failure(err: BaseException) -> None:
         os.replace(tmp, path)
 
 
+def _remove_refused_new_run(err: BaseException) -> bool:
+    """`ckpt_path=` of another run into a new directory, refused before its first step: the
+    directory holds only what restoring wrote (the copied best checkpoint, a logger's files),
+    which would look like a run."""
+    from mlplab.config import ResumeRefused
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    if isinstance(err, ResumeRefused) and _new_run_dir == run_dir:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return True
+    return False
+
+
 def _remove_empty_run_dir() -> bool:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -105,13 +118,13 @@ class _Resume:
     run_dir: Path
     before: dict[str, bytes | None]  # file → its bytes (None: absent)
     last_mtime: float
-    given: list[str]  # the overrides given with resume=
+    given: list[str] | None  # the overrides given with resume= (None: `ckpt_path=` in place)
     existing: frozenset[Path]  # every file the run held (a failed resume's new ones are removed)
 
     FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "summary.json")
 
     @classmethod
-    def of(cls, run_dir: Path, given: list[str]) -> _Resume:
+    def of(cls, run_dir: Path, given: list[str] | None) -> _Resume:
         before = {f: (run_dir / f).read_bytes() if (run_dir / f).is_file() else None for f in cls.FILES}
         existing = frozenset(p for p in run_dir.rglob("*") if p.is_file())
         return cls(run_dir, before, (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime, given, existing)
@@ -132,12 +145,21 @@ class _Resume:
                 path.unlink(missing_ok=True)
 
     def finish(self) -> None:
-        """Put the run back if nothing was trained; else keep its overrides (below)."""
+        """Put the run back if nothing was trained; else keep its overrides (below), and drop
+        a summary that no longer describes the run."""
         try:
             if self.untouched():
                 self.restore()
-            else:
+                return
+            if self.given is not None:
                 self.keep_overrides()
+            # Trained, but stopped before train() wrote a summary (or a failure recorded one):
+            # Ctrl-C. The old summary's figures are the previous call's, and its best
+            # checkpoint may since have been replaced; without one the run reads as not
+            # finished (a sweep's `missing`), as an interrupted new run does.
+            summary = self.run_dir / "summary.json"
+            if summary.is_file() and summary.read_bytes() == self.before["summary.json"]:
+                summary.unlink()
         except Exception as err:  # noqa: BLE001 - bookkeeping must not fail a finished resume
             log.warning("resume: could not restore %s's config files: %s", self.run_dir, err)
 
@@ -159,6 +181,7 @@ class _Resume:
 
 
 _resuming: _Resume | None = None
+_new_run_dir: Path | None = None  # the directory this process claimed for a new run
 
 
 def resume_argv(argv: list[str]) -> list[str]:
@@ -198,18 +221,25 @@ class RunDirGuard(Callback):
     `ckpt_path=` inside the directory) continues a run in place."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _resuming, _new_run_dir
         if any(os.environ.get(v, "0") != "0" for v in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")):
             return  # a DDP rank other than 0, started into rank 0's directory
         run_dir = Path(str(config.hydra.run.dir)).resolve()
         ckpt = config.get("ckpt_path")
         if ckpt and run_dir in Path(str(ckpt)).resolve().parents:
+            # In place, as resume= does (which has already taken its snapshot): Hydra is about
+            # to overwrite the run's config files, which a refusal must put back.
+            if _resuming is None and (run_dir / "checkpoints" / "last.ckpt").is_file():
+                _resuming = _Resume.of(run_dir, None)
             return
         if _named(config, "hydra.run.dir"):
             if not _claim(run_dir) and any(run_dir.iterdir()):
                 _exit(f"hydra.run.dir={run_dir}: holds another run already; choose another directory, "
                       f"or resume={run_dir} to continue that run")
+            _new_run_dir = run_dir
         else:
-            _set(config, "run", _claim_free(run_dir))
+            _new_run_dir = _claim_free(run_dir)
+            _set(config, "run", _new_run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()

@@ -31,6 +31,11 @@ class ConfigError(ValueError):
     """One line naming the key, the value and what is allowed."""
 
 
+class ResumeRefused(ConfigError):
+    """A resume that cannot go on, found once Lightning has restored the checkpoint but before
+    the first step: nothing was trained, so the run is left (or removed) as it was."""
+
+
 def _fail(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key}={show(value)}: {allowed}")
 

@@ -318,9 +318,9 @@ class Classifier(L.LightningModule):
             sched, planned = config.scheduler, self._schedule_length
             stored = {k: getattr(sched, k, None) for k in planned}
             if stored != planned:
-                from mlplab.config import ConfigError
+                from mlplab.config import ResumeRefused
 
-                raise ConfigError(
+                raise ResumeRefused(
                     f"trainer.max_epochs={self.trainer.max_epochs}: the checkpoint's {type(sched).__name__} "
                     f"was planned for {stored}, this fit needs {planned}; a resumed run cannot change the "
                     "length of its schedule (resume with its own trainer.max_epochs, or start a new run)")
