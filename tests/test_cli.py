@@ -192,6 +192,24 @@ def test_a_refused_ckpt_path_resume_leaves_no_new_run_and_the_old_one_as_it_was(
         assert not new.exists() and _files(out) == before
 
 
+def test_a_resume_with_nothing_left_to_train_is_refused_and_the_run_kept(tmp_path: Path) -> None:
+    # Lightning returned at once, and testing again rewrote summary.json without its
+    # validation figures (val/acc_best null: a sweep's leaderboard lost the run's score).
+    out, steps = tmp_path / "run", tmp_path / "steps"
+    assert run([*SYNTH, "trainer.max_epochs=2", f"hydra.run.dir={out}"]).returncode == 0
+    before = _files(out)
+    r = run([f"resume={out}"])
+    assert r.returncode == 1 and "nothing to train, the run already reached trainer.max_epochs=2" in r.stderr
+    assert "Traceback" not in r.stderr and _files(out) == before
+    # Ends inside epoch 0, before its validation: Lightning's early stopping raised for the
+    # missing val/loss.
+    r = run([*SYNTH, "trainer.max_epochs=3", "+trainer.max_steps=5", f"hydra.run.dir={steps}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert torch.load(steps / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+    r = run([f"resume={steps}", "trainer.max_epochs=5"])
+    assert r.returncode == 1 and "already reached trainer.max_steps=5; give a larger trainer.max_steps" in r.stderr
+
+
 def test_ctrl_c_in_a_resume_drops_the_summary_of_the_call_before(tmp_path: Path) -> None:
     # The old summary named the previous call's figures as the run's, though its best.ckpt
     # may since have been replaced; a sweep's leaderboard showed it as completed.

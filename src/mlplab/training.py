@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mlplab.callbacks.guards import NonFiniteLossError
 from mlplab.checkpoints import AtomicCheckpointIO
-from mlplab.config import check_sweeper, launcher_relaunches, validate
+from mlplab.config import ResumeRefused, check_sweeper, launcher_relaunches, validate
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +167,10 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
-def _check_resumable(path: str, model: L.LightningModule) -> None:
+def _check_resumable(path: str, model: L.LightningModule) -> int:
     """Refuse a checkpoint that is not one, or is for another network, with one line before
     Lightning would fail with a traceback (or unpickle anything: `read_checkpoint` is
-    `weights_only`)."""
+    `weights_only`). Returns the checkpoint's global step."""
     from mlplab.checkpoints import CheckpointError, read_checkpoint
 
     ckpt = read_checkpoint(path)
@@ -195,6 +195,17 @@ def _check_resumable(path: str, model: L.LightningModule) -> None:
                 f"{list(tensor.shape)} in this config); resume with the config it was trained with "
                 "(resume=RUN_DIR does that)"
             )
+    return int(ckpt.get("global_step", 0))
+
+
+def _nothing_to_train(path: str, trainer: L.Trainer) -> str:
+    """Why a resume ended without a step: its run already reached the trainer's limit."""
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        limit = f"trainer.max_steps={trainer.max_steps}"
+    else:
+        limit = f"trainer.max_epochs={trainer.max_epochs}"
+    return (f"ckpt_path={path}: nothing to train, the run already reached {limit}; give a larger "
+            f"{limit.split('=')[0]} to continue it (src/eval.py ckpt_path=... tests a checkpoint again)")
 
 
 def _first_difference(theirs: Any, mine: Any, key: str) -> str:
@@ -234,8 +245,7 @@ def train(cfg: DictConfig) -> float | None:
     if multirun:
         refuse_relaunch(trainer)
     warn_slow_precision(trainer)
-    if cfg.get("ckpt_path"):
-        _check_resumable(cfg.ckpt_path, model)
+    resumed_at = _check_resumable(cfg.ckpt_path, model) if cfg.get("ckpt_path") else None
 
     started = time.time()
     status, error = "completed", None
@@ -245,6 +255,10 @@ def train(cfg: DictConfig) -> float | None:
         status, error = "diverged", str(err)
         log.error(error)
     fit_seconds = time.time() - started
+    if resumed_at is not None and status == "completed" and trainer.global_step == resumed_at:
+        # Lightning returns at once; testing again would rewrite the run's summary without
+        # its validation figures (no epoch ran to give them).
+        raise ResumeRefused(_nothing_to_train(cfg.ckpt_path, trainer))
 
     ckpt = _checkpoint_callback(trainer)
     best_path = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None

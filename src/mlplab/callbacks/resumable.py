@@ -73,9 +73,25 @@ class ModelCheckpoint(_LightningModelCheckpoint):
 
 
 class EarlyStopping(_LightningEarlyStopping):
-    """Lightning restores `patience` from the checkpoint, so `resume=... trainer.max_epochs=N
-    callbacks.early_stopping.patience=P` kept the old patience and stopped at once. Here the
-    configured patience applies; the count of epochs without improvement is restored."""
+    """Two changes to Lightning 2.6's:
+
+    - Lightning restores `patience` from the checkpoint, so `resume=... trainer.max_epochs=N
+      callbacks.early_stopping.patience=P` kept the old patience and stopped at once. Here the
+      configured patience applies; the count of epochs without improvement is restored.
+    - An epoch that `trainer.max_steps` ends before its validation is not judged: Lightning's
+      check raised for the missing metric (a traceback) or judged the epoch by the previous one's.
+    """
+
+    _validated_epoch: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
+        super().on_validation_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._validated_epoch == trainer.current_epoch:
+            super().on_train_epoch_end(trainer, pl_module)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         patience = self.patience
