@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,6 +115,23 @@ def test_a_new_run_never_writes_into_a_directory_holding_another(tmp_path: Path)
     r = run([*SYNTH, "trainer.max_epochs=2", "seed=7", f"hydra.run.dir={out}"])
     assert r.returncode == 1 and "holds another run already" in r.stderr and "Traceback" not in r.stderr
     assert _files(out) == before  # config, checkpoints, summary, events: all the first run's
+
+
+@pytest.mark.parametrize("script", ["eval", "predict"])
+def test_eval_and_predict_never_write_into_a_training_run(tmp_path: Path, script: str) -> None:
+    # They replaced the run's .hydra/ with their own config: the run could no longer be resumed.
+    out = tmp_path / "run"
+    assert run([*SYNTH, "trainer.max_epochs=1", f"hydra.run.dir={out}"]).returncode == 0
+    before = _files(out)
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.zeros((4, 20), dtype=np.float32))
+    args = [f"ckpt_path={out}/checkpoints/best.ckpt", f"hydra.run.dir={out}"]
+    if script == "predict":
+        args.append(f"inputs={inputs}")
+    r = subprocess.run([sys.executable, f"src/{script}.py", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1 and "holds another run already" in r.stderr and "Traceback" not in r.stderr
+    assert _files(out) == before
 
 
 @pytest.mark.parametrize("mode", ["run", "sweep"])

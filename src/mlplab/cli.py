@@ -217,8 +217,12 @@ class RunDirGuard(Callback):
     """A new run never writes into a directory that holds another run: it would overwrite
     that run's config, checkpoints and summary. A directory you name (`hydra.run.dir`,
     `hydra.sweep.dir`) that holds one is refused; the default, timestamped one, if another run
-    started in the same second took it, becomes `<time>-2` (`-3`, ...). Only `resume=` (or a
-    `ckpt_path=` inside the directory) continues a run in place."""
+    started in the same second took it, becomes `<time>-2` (`-3`, ...). For training
+    (`continues_runs`), `resume=` (or a `ckpt_path=` inside the directory) continues a run in
+    place; eval.py and predict.py never write into one (they would replace its `.hydra/`)."""
+
+    def __init__(self, continues_runs: bool = True) -> None:
+        self.continues_runs = continues_runs
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _resuming, _new_run_dir
@@ -226,7 +230,7 @@ class RunDirGuard(Callback):
             return  # a DDP rank other than 0, started into rank 0's directory
         run_dir = Path(str(config.hydra.run.dir)).resolve()
         ckpt = config.get("ckpt_path")
-        if ckpt and run_dir in Path(str(ckpt)).resolve().parents:
+        if self.continues_runs and ckpt and run_dir in Path(str(ckpt)).resolve().parents:
             # In place, as resume= does (which has already taken its snapshot): Hydra is about
             # to overwrite the run's config files, which a refusal must put back.
             if _resuming is None and (run_dir / "checkpoints" / "last.ckpt").is_file():
@@ -234,8 +238,9 @@ class RunDirGuard(Callback):
             return
         if _named(config, "hydra.run.dir"):
             if not _claim(run_dir) and any(run_dir.iterdir()):
-                _exit(f"hydra.run.dir={run_dir}: holds another run already; choose another directory, "
-                      f"or resume={run_dir} to continue that run")
+                resumable = self.continues_runs and (run_dir / "checkpoints" / "last.ckpt").is_file()
+                _exit(f"hydra.run.dir={run_dir}: holds another run already; choose another directory"
+                      + (f", or resume={run_dir} to continue that run" if resumable else ""))
             _new_run_dir = run_dir
         else:
             _new_run_dir = _claim_free(run_dir)
