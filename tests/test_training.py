@@ -311,3 +311,21 @@ def test_a_run_without_tensorboard_still_gets_the_checkpoint_figures(make_cfg, t
     run = tmp_path / "run"
     assert (run / "confusion_matrix.png").stat().st_size > 0
     assert not (run / "curves.png").exists()  # nothing to draw it from
+
+
+@pytest.mark.parametrize("precision", ["64-true", "16-true"])
+def test_true_precisions_train_and_draw_every_figure(make_cfg, tmp_path: Path, precision: str, caplog) -> None:
+    # The figures fed the model float32 inputs whatever its dtype: 64-true ended in a
+    # traceback, and the model graph was silently missing.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(make_cfg([*SYNTH, "trainer.max_epochs=1", f"trainer.precision={precision}"]))
+    assert _summary(tmp_path / "run")["metrics"]["test/acc"] > 0.5  # 3 classes
+    assert "not logged" not in caplog.text
+    tags: dict[str, list[str]] = {"images": [], "graph": []}
+    for f in (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        tags["images"] += acc.Tags()["images"]
+        tags["graph"].append(acc.Tags()["graph"])
+    assert "val/confusion_matrix" in tags["images"] and any(tags["graph"])

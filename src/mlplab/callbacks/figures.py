@@ -43,11 +43,15 @@ def val_predictions(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[t
     step = max(getattr(dm, "eval_batch_size", 4096), 4096)
     was_training = pl_module.training
     pl_module.eval()
+    # As Lightning's own loops do: `*-true` precisions hold the weights in that dtype.
+    plugin = trainer.precision_plugin
     try:
-        probs = torch.cat([pl_module.predict_step(dm.eval_transform(x[i : i + step]), i) for i in range(0, len(y), step)])
+        with plugin.forward_context():
+            probs = torch.cat([pl_module.predict_step(plugin.convert_input(dm.eval_transform(x[i : i + step])), i)
+                               for i in range(0, len(y), step)])
     finally:
         pl_module.train(was_training)
-    return probs, y
+    return probs.float(), y
 
 
 def _class_names(trainer: L.Trainer, n: int) -> list[str]:
@@ -214,7 +218,7 @@ class ModelGraph(L.Callback):
             with warnings.catch_warnings():
                 # add_graph traces with torch.jit, which now warns that it is deprecated.
                 warnings.simplefilter("ignore", FutureWarning)
-                writer.add_graph(net, torch.zeros(1, int(in_features), device=pl_module.device))
+                writer.add_graph(net, torch.zeros(1, int(in_features), device=pl_module.device, dtype=pl_module.dtype))
         except Exception as err:  # noqa: BLE001 - a picture of the model must never stop training
             log.warning("model graph not logged: %s: %s", type(err).__name__, err)
         finally:
