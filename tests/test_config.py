@@ -89,6 +89,14 @@ from mlplab.config import ConfigError, validate
         (["trainer.precision=foo"], "trainer.precision='foo': expected one of"),
         (["callbacks.early_stopping=null"], "callbacks.model_checkpoint.monitor: cannot be resolved"),
         (["flush_denormal=sometimes"], "flush_denormal='sometimes': expected true or false"),
+        # Each failed only once training started, with a traceback and a run directory left.
+        (["scheduler=plateau", "scheduler.monitor=test/acc"],
+         "scheduler.monitor='test/acc': expected one of val/acc_best, val/acc, val/loss"),
+        (["scheduler=plateau", "scheduler.monitor=train/loss"], "scheduler.monitor='train/loss': expected one of"),
+        (["scheduler=plateau", "scheduler.monitor=val/acc"],
+         "scheduler.scheduler.mode='min': val/acc is better when higher: expected max"),
+        (["trainer.limit_val_batches=0"], "trainer.limit_val_batches=0: expected > 0"),
+        (["trainer.limit_train_batches=0.0"], "trainer.limit_train_batches=0: expected > 0 (0 trains nothing)"),
     ],
 )
 def test_bad_value_names_key_value_and_allowed(make_cfg, overrides, message) -> None:

@@ -245,6 +245,18 @@ def _check_trainer(t: Mapping[str, Any]) -> None:
     if t.get("accumulate_grad_batches", 1) != 1:
         _fail("trainer.accumulate_grad_batches", t["accumulate_grad_batches"],
               "not supported (the classifier steps its optimizer itself); use a larger data.batch_size")
+    # Lightning takes 0 as "skip the loop": a fit that trains nothing was reported as completed
+    # (testing the untrained network), and one without validation crashed in early stopping.
+    if t.get("limit_train_batches") is not None and t["limit_train_batches"] == 0:
+        _fail("trainer.limit_train_batches", 0, "expected > 0 (0 trains nothing)")
+    if t.get("limit_val_batches") is not None and t["limit_val_batches"] == 0:
+        _fail("trainer.limit_val_batches", 0, "expected > 0 (early stopping and the best checkpoint need "
+              "validation); data.val_size=0 trains without a validation split")
+
+
+def _direction(metric: Any) -> str | None:
+    """max for an accuracy, min for a loss: which way a monitored metric improves."""
+    return {"acc": "max", "loss": "min"}.get(str(metric or "").rsplit("/", 1)[-1].split("_")[0])
 
 
 def _check_callbacks(c: Mapping[str, Any]) -> None:
@@ -257,7 +269,7 @@ def _check_callbacks(c: Mapping[str, Any]) -> None:
         if "monitor" in node and node["monitor"] not in VAL_METRICS:
             _fail(f"callbacks.{name}.monitor", node["monitor"],
                   f"expected one of {', '.join(VAL_METRICS)} (the test set chooses nothing)")
-        direction = {"acc": "max", "loss": "min"}.get(str(node.get("monitor", "")).rsplit("/", 1)[-1].split("_")[0])
+        direction = _direction(node.get("monitor"))
         if direction and node.get("mode", direction) != direction:
             # Otherwise the worst epoch is kept as best.ckpt and tested, and early stopping
             # stops while the metric still improves.
@@ -353,6 +365,15 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
     if cfg.get("scheduler") and cfg.scheduler.get("scheduler"):
         check_signature("scheduler.scheduler", cfg.scheduler.scheduler)
         monitor = cfg.scheduler.get("monitor")
+        if monitor is not None and monitor not in VAL_METRICS:
+            _fail("scheduler.monitor", monitor,
+                  f"expected one of {', '.join(VAL_METRICS)} (logged every epoch; the test set chooses nothing)")
+        direction = _direction(monitor)
+        mode = cfg.scheduler.scheduler.get("mode")
+        if direction and mode in ("min", "max") and mode != direction:
+            # ReduceLROnPlateau would cut the learning rate while accuracy still improves.
+            _fail("scheduler.scheduler.mode", mode,
+                  f"{monitor} is better when {'higher' if direction == 'max' else 'lower'}: expected {direction}")
         if cfg.data.val_size == 0 and monitor is not None and str(monitor).startswith("val/"):
             _fail("scheduler.monitor", monitor, "needs a validation split, and data.val_size=0 has none; "
                   "use a schedule that needs no metric (scheduler=onecycle, cosine or step)")
