@@ -439,6 +439,13 @@ def run_eval(cfg: Any) -> dict[str, Any]:
             _check_same_holdout(data, loaded.data, ckpt_path)
     else:
         data, data_name, data_dir = loaded.data, "", str(cfg.paths.data_dir)
+        if cfg.get("seed") is not None and cfg.seed != loaded.data.get("seed"):
+            # The checkpoint's own data with another seed (it was silently ignored): another
+            # generated problem for synthetic data; a hold-out that overlaps training is refused.
+            data = {**loaded.data, "seed": cfg.seed}
+            check_data(data)
+            if cfg.split == "val":
+                _check_same_holdout(data, loaded.data, ckpt_path)
     dm = checkpoints.build_datamodule(ckpt_path, data, data_dir)
     data_name = data_name or getattr(dm, "dataset", "") or type(dm).__name__
     checkpoints.check_compatible(loaded, dm, data_name)

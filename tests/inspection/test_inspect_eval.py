@@ -96,6 +96,21 @@ def test_a_chosen_data_group_keeps_the_checkpoints_seed_and_hold_out(make_cfg, s
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def test_seed_without_a_data_group_applies_to_the_checkpoints_data(make_cfg, script, tmp_path: Path) -> None:
+    # It was silently ignored: the checkpoint's own problem was scored and labelled seed 5's.
+    checkpoints, summary = _synthetic_run(make_cfg, tmp_path, "seed=3")
+    best = checkpoints / "best.ckpt"
+    scores = {}
+    for name, extra in (("own", ["seed=5"]), ("group", ["data=synthetic", "seed=5"])):
+        out = tmp_path / name
+        proc = script("eval.py", f"ckpt_path={best}", f"hydra.run.dir={out}", *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        scores[name] = json.loads((out / "eval.json").read_text())["accuracy"]
+    assert scores["own"] == scores["group"] != pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
+    proc = script("eval.py", f"ckpt_path={best}", f"hydra.run.dir={tmp_path / 'val'}", "seed=5", "split=val")
+    assert proc.returncode == 1 and "error: data.seed=5:" in proc.stderr and "data.seed=3" in proc.stderr
+
+
 def test_a_chosen_data_groups_values_are_checked_as_train_checks_them(mnist_run: Path, script, tmp_path: Path) -> None:
     # data.std=0 used to exit 0 with loss nan, accuracy 0.1 in eval.json.
     for override, key in (("data.std=0", "data.std=0"), ("data.eval_batch_size=-5", "data.eval_batch_size=-5"),
