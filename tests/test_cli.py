@@ -170,6 +170,10 @@ def test_a_failed_resume_leaves_the_run_as_it_was(tmp_path: Path) -> None:
     r = run([f"resume={out}", "scheduler=cosine"])  # a group cannot be switched: one line
     assert r.returncode == 1 and "would switch the config group 'scheduler'" in r.stderr
     assert _files(out) == before
+    # It trained into the other directory, as ckpt_path= does.
+    r = run([f"resume={out}", "trainer.max_epochs=3", f"hydra.run.dir={tmp_path / 'other'}"])
+    assert r.returncode == 1 and "hydra.run.dir cannot be given with it" in r.stderr
+    assert _files(out) == before and not (tmp_path / "other").exists()
 
 
 def test_resume_keeps_the_overrides_that_made_the_run(tmp_path: Path) -> None:

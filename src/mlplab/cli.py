@@ -201,6 +201,9 @@ def resume_argv(argv: list[str]) -> list[str]:
     if not last.is_file():
         _exit(f"resume={run_dir}: no checkpoints/last.ckpt to resume from")
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
+    if any(override_key(a) == "hydra.run.dir" for a in rest):
+        _exit(f"resume={run_dir}: continues the run in its own directory, so hydra.run.dir cannot be given "
+              f"with it; ckpt_path={last} continues it in a new one")
     config: Any = OmegaConf.load(saved)
     for arg in rest:
         group = override_key(arg)
