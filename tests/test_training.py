@@ -329,3 +329,10 @@ def test_true_precisions_train_and_draw_every_figure(make_cfg, tmp_path: Path, p
         tags["images"] += acc.Tags()["images"]
         tags["graph"].append(acc.Tags()["graph"])
     assert "val/confusion_matrix" in tags["images"] and any(tags["graph"])
+
+
+def test_the_summary_names_tensorboard_only_when_it_was_written(make_cfg, tmp_path: Path, capsys) -> None:
+    train(make_cfg([*SYNTH, "trainer.max_epochs=1", "logger=csv"]))
+    out = capsys.readouterr().out
+    assert "== mlplab run summary ==" in out and "tensorboard --logdir" not in out
+    assert not (tmp_path / "run" / "tensorboard").exists()

@@ -374,9 +374,10 @@ def _print_summary(s: dict[str, Any], cfg: DictConfig) -> None:
         f"best epoch    {s['best_epoch']}  val/acc_best {fmt('val/acc_best')}"
         if s.get("validation", True) else f"final epoch   {s['best_epoch']}  (data.val_size=0: no validation)",
         f"test          loss {fmt('test/loss')}  acc {fmt('test/acc')}",
-        f"checkpoint    {s['best_checkpoint']}",
+        f"checkpoint    {s['best_checkpoint'] or 'none'}"
+        + (f" (last: {s['last_checkpoint']})" if not s["best_checkpoint"] and s["last_checkpoint"] else ""),
         f"run dir       {s['run_dir']}",
-        f"tensorboard   tensorboard --logdir {s['run_dir']}",
+        *([f"tensorboard   tensorboard --logdir {s['run_dir']}"] if (Path(s["run_dir"]) / "tensorboard").is_dir() else []),
         f"fit time      {s['fit_seconds']:.1f} s",
     ]
     print("\n".join(["", "== mlplab run summary ==", *lines]), flush=True)
