@@ -167,6 +167,7 @@ def test_a_failed_resume_leaves_the_run_as_it_was(tmp_path: Path) -> None:
     r = run([f"resume={out}", "trainer.max_epochs=4", "model.dropout=1.5"])  # a typo'd value
     assert r.returncode == 1 and "model.dropout=1.5" in r.stderr and "Traceback" not in r.stderr
     assert _files(out) == before  # summary still `completed`, config still dropout 0.1
+    assert "refused: ConfigError: model.dropout=1.5" in (out / "train.log").read_text()
     r = run([f"resume={out}", "scheduler=cosine"])  # a group cannot be switched: one line
     assert r.returncode == 1 and "would switch the config group 'scheduler'" in r.stderr
     assert _files(out) == before

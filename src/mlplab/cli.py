@@ -51,6 +51,7 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
     except Exception as err:
         if _resuming is not None and _resuming.untouched():
             # Nothing was trained: the run is put back as it was (in `finally`), not marked failed.
+            _append_to_log(f"refused: {type(err).__name__}: {err}")
             if isinstance(err, _user_errors()) and os.environ.get("HYDRA_FULL_ERROR") != "1":
                 print(f"error: {err}", file=sys.stderr, flush=True)
                 sys.exit(1)
@@ -70,6 +71,17 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
         # Also after Ctrl-C (Lightning exits through SystemExit) and failures mid-training.
         if _resuming is not None:
             _resuming.finish()
+
+
+def _append_to_log(message: str) -> None:
+    """A line in the job's log file only: logging it would print it twice on the console."""
+    hc = HydraConfig.get()
+    path = Path(hc.runtime.output_dir) / f"{hc.job.name}.log"
+    if path.is_file():
+        from datetime import datetime
+
+        with path.open("a") as f:
+            f.write(f"[{datetime.now():%Y-%m-%d %H:%M:%S},000][{__name__}][ERROR] - {message}\n")
 
 
 def _record_failure(err: BaseException) -> None:
