@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -152,12 +153,20 @@ def test_cli_on_a_partial_sweep_reports_finished_jobs_and_lists_missing_ones(tmp
 
 def test_cli_on_an_empty_or_absent_dir_says_so_and_exits_1(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("a file")
-    for target, why in ((tmp_path, "no job directories"), (tmp_path / "nope", "no such directory"),
-                        (tmp_path / "notes.txt", "a file, not a sweep directory")):
+    run_dir = tmp_path / "a_run"  # a single run's directory got a one-row leaderboard written into it
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (run_dir / "summary.json").write_text('{"status": "completed"}')
+    for target, why in ((tmp_path / "nope", "no such directory"), (tmp_path / "notes.txt", "a file, not a sweep directory"),
+                        (run_dir, "a run directory, not a sweep; python -m mlplab.inspect")):
         proc = run(["-m", "mlplab.sweeps", str(target)], timeout=120)
         assert proc.returncode == 1
         assert proc.stderr.startswith("error: ") and why in proc.stderr
         assert "Traceback" not in proc.stderr
+    assert not (run_dir / "leaderboard.csv").exists()
+    shutil.rmtree(run_dir)
+    proc = run(["-m", "mlplab.sweeps", str(tmp_path)], timeout=120)
+    assert proc.returncode == 1 and "no job directories" in proc.stderr
     assert not (tmp_path / "leaderboard.csv").exists()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mlplab.sweeps.leaderboard import NoJobsError, report
 
@@ -22,6 +23,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("sweep_dir", help="e.g. outputs/multirun/2025-01-31/12-00-00")
     parser.add_argument("--no-plot", action="store_true", help="skip leaderboard.png")
     args = parser.parse_args(argv)
+    if (Path(args.sweep_dir) / ".hydra" / "config.yaml").is_file():
+        # A run's own directory, not a sweep's: a one-row leaderboard would be written into it.
+        print(f"error: {args.sweep_dir}: a run directory, not a sweep; python -m mlplab.inspect "
+              f"{args.sweep_dir} reports one run", file=sys.stderr)
+        return 1
     try:
         _, text = report(args.sweep_dir, plot=not args.no_plot)
     except NoJobsError as err:
