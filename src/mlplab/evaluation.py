@@ -288,9 +288,12 @@ def _pixels_from_array(path: Path, arr: np.ndarray, shape: tuple[int, int]) -> n
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            finite = arr[np.isfinite(arr)]
+            got = f"{finite.min():g}..{finite.max():g}" if finite.size else "no finite value"
+            if finite.size < arr.size:
+                got += f", {arr.size - finite.size} NaN or infinite"
             raise _data_error(
-                f"{path}: float pixels must be finite and in [0, 1], got {np.nanmin(arr):g}..{np.nanmax(arr):g} "
-                "(save 0..255 pixels as uint8)"
+                f"{path}: float pixels must be finite and in [0, 1], got {got} (save 0..255 pixels as uint8)"
             )
         return arr.astype(np.float32) * 255.0
     raise _data_error(f"{path}: array of dtype {arr.dtype}; expected uint8 pixels or floats in [0, 1]")

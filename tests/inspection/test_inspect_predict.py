@@ -126,6 +126,7 @@ def _bad_inputs(tmp_path: Path, synthetic: bool) -> dict[str, tuple[Path, str]]:
     (d / "fake.png").write_text("not an image")
     np.save(d / "shape.npy", np.zeros((5, 27, 27), np.uint8))
     np.save(d / "range.npy", np.full((2, 28, 28), 3.0, np.float32))
+    np.save(d / "nan.npy", np.full((2, 28, 28), np.nan, np.float32))  # numpy warned on stderr first
     np.save(d / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     np.save(d / "zero.npy", np.zeros((0, 784), np.uint8))
     np.save(d / "synth_shape.npy", np.zeros((4, 7), np.float32))
@@ -155,6 +156,7 @@ def _bad_inputs(tmp_path: Path, synthetic: bool) -> dict[str, tuple[Path, str]]:
         "not an image": (d / "fake.png", "not a readable PNG/JPEG image"),
         "wrong shape": (d / "shape.npy", "array of shape [5, 27, 27]; expected [N, 28, 28] or [N, 784] images"),
         "float range": (d / "range.npy", "float pixels must be finite and in [0, 1], got 3..3"),
+        "all NaN": (d / "nan.npy", "got no finite value, 1568 NaN or infinite"),
         "pickled objects": (d / "objects.npy", "holds Python objects (refused"),
         "empty array": (d / "zero.npy", "empty array (0 images)"),
         "idx labels": (d / "labels-idx1-ubyte", "an IDX labels file; predict needs the images file"),
