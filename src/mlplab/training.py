@@ -146,6 +146,15 @@ def refuse_relaunch(trainer: L.Trainer) -> None:
                           f"× {trainer.num_nodes} nodes: {RELAUNCH_ADVICE}")
 
 
+def _end_distributed() -> None:
+    """Close the process group after the run's last collective. Lightning does so at exit for
+    NCCL only; a gloo group left to interpreter shutdown sometimes aborts its rank ("terminate
+    called without an active exception"), and Lightning's launcher then kills every rank."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def _existing(path: Path) -> str | None:
     """The path if the file is there: a run that diverged in its first epoch saved none."""
     return str(path) if path.is_file() else None
@@ -163,6 +172,8 @@ def _quiet_lightning() -> None:
     # resume starts mid-epoch (`TensorBatches` resumes exactly there anyway).
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+    # Under DDP: val/ and test/ are torchmetrics' compute(), which all-reduces already.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/")
     # Lightning 2.6 uses a torch.utils._pytree class that torch 2.14 deprecates.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
@@ -275,6 +286,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("test") and (status == "completed" or best_path):
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+    _end_distributed()
 
     summary = {
         "status": status,
