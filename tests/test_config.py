@@ -95,6 +95,8 @@ from mlplab.config import ConfigError, validate
         (["scheduler=plateau", "scheduler.monitor=train/loss"], "scheduler.monitor='train/loss': expected one of"),
         (["scheduler=plateau", "scheduler.monitor=val/acc"],
          "scheduler.scheduler.mode='min': val/acc is better when higher: expected max"),
+        (["scheduler=plateau", "scheduler.monitor=val/acc", "~scheduler.scheduler.mode"],
+         "scheduler.scheduler.mode='min': val/acc is better when higher: expected max"),
         (["trainer.limit_val_batches=0"], "trainer.limit_val_batches=0: expected > 0"),
         (["trainer.limit_train_batches=0.0"], "trainer.limit_train_batches=0: expected > 0 (0 trains nothing)"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,16 @@ COMMON = ["trainer.max_epochs=1", "trainer.limit_train_batches=15", "model.dropo
           "callbacks.progress_bar.refresh_rate=0", "trainer.accelerator=cpu", "seed=3"]
 
 
+RANK_VARS = ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _env() -> dict[str, str]:
+    # A rank variable left by an in-process DDP test would make Lightning start no second rank.
+    return {**{k: v for k, v in os.environ.items() if k not in RANK_VARS}, "MLPLAB_DATA_DIR": str(DATA)}
+
+
 def _run(args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MLPLAB_DATA_DIR": str(DATA)}
+    env = _env()
     return subprocess.run([sys.executable, "src/train.py", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -79,20 +88,117 @@ def test_the_built_trainer_is_checked_for_a_relaunching_launcher() -> None:
         refuse_relaunch(L.Trainer(accelerator="cpu", devices=2, strategy="auto", logger=False))
 
 
-def test_a_ddp_run_closes_its_process_group_before_it_exits(make_cfg, tmp_path: Path) -> None:
+@pytest.fixture
+def one_rank_ddp(make_cfg, monkeypatch):
+    """`trainer=ddp` on one CPU process, in this process; the environment Lightning's launcher
+    sets and any process group left open are undone afterwards."""
+    import torch.distributed as dist
+
+    for k in RANK_VARS:
+        monkeypatch.delenv(k, raising=False)
+    saved = dict(os.environ)
+    common = ["data=synthetic", "trainer=ddp", "trainer.devices=1", "trainer.accelerator=cpu",
+              "callbacks.progress_bar.refresh_rate=0", "report=false"]
+    yield lambda overrides: make_cfg([*common, *overrides])
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_a_ddp_run_closes_its_process_group_before_it_exits(one_rank_ddp, tmp_path: Path) -> None:
     # Lightning closes only NCCL groups at exit; a gloo group left to interpreter shutdown
     # sometimes aborted rank 1 ("terminate called without an active exception"), and the
-    # launcher then killed rank 0 with SIGKILL after a finished run.
+    # launcher then killed rank 0 with SIGKILL after a finished run (a red CI run).
     import torch.distributed as dist
 
     from mlplab.training import train
 
-    cfg = make_cfg(["data=synthetic", "trainer=ddp", "trainer.devices=1", "trainer.accelerator=cpu",
-                    "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0"])
-    try:
-        train(cfg)
-        assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
-        assert not dist.is_initialized()
-    finally:
-        if dist.is_initialized():  # keep the rest of the session free of it
-            dist.destroy_process_group()
+    train(one_rank_ddp(["trainer.max_epochs=1"]))
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
+    assert not dist.is_initialized()
+
+
+def test_a_refused_ddp_resume_closes_its_process_group_too(one_rank_ddp, tmp_path: Path) -> None:
+    # The launcher's SIGKILL would land while rank 0 puts the refused run's files back.
+    import torch.distributed as dist
+
+    from mlplab.config import ResumeRefused
+    from mlplab.training import train
+
+    train(one_rank_ddp(["trainer.max_epochs=1"]))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ResumeRefused, match="nothing to train"):
+        train(one_rank_ddp(["trainer.max_epochs=1", f"ckpt_path={last}"]))
+    assert not dist.is_initialized()
+
+
+DIVERGE_ON_RANK_1 = """
+import sys
+
+import lightning as L
+import torch
+
+from mlplab.callbacks.guards import FiniteLossGuard, NonFiniteLossError
+
+
+class M(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, i):
+        loss = self.lin(batch[0]).pow(2).mean()
+        return loss * float("nan") if self.global_rank == 1 and i == 3 else loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(256, 2)), batch_size=4)
+trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=1, logger=False,
+                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                    callbacks=[FiniteLossGuard()])
+try:
+    trainer.fit(M(), data)
+except NonFiniteLossError as err:
+    print(f"rank {trainer.global_rank} stopped at step {trainer.global_step}: {err}", flush=True)
+    torch.distributed.destroy_process_group()
+    sys.exit(0)
+print(f"rank {trainer.global_rank} went on", flush=True)
+"""
+
+
+def test_a_loss_that_diverges_on_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    # Rank 0's own loss was finite: it went on into the next gradient all-reduce and waited
+    # there for rank 1 (gloo's timeout is 30 minutes), and no summary was written.
+    script = tmp_path / "diverge.py"
+    script.write_text(DIVERGE_ON_RANK_1)
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(), capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # The two ranks share the pipe, so their lines may interleave.
+    found = sorted(re.findall(r"rank (\d) (?:stopped at step (\d+): non-finite training loss "
+                              r"(on another DDP rank|\(nan\))|went on)", r.stdout))
+    assert found == [("0", "4", "on another DDP rank"), ("1", "4", "(nan)")], r.stdout
+
+
+def test_a_rank_other_than_0_leaves_the_run_to_rank_0(make_cfg, tmp_path: Path, monkeypatch, capsys) -> None:
+    # A refused resume is raised on every rank: rank 1 marked the finished run `failed`,
+    # racing rank 0 putting it back, and printed the error line a second time.
+    from mlplab.cli import guarded
+    from mlplab.config import ResumeRefused
+
+    cfg = make_cfg([])
+    summary = tmp_path / "run" / "summary.json"
+    summary.write_text('{"status": "completed"}\n')
+    monkeypatch.setenv("LOCAL_RANK", "1")
+
+    def refuse(_: object) -> None:
+        raise ResumeRefused("ckpt_path=x: nothing to train")
+
+    with pytest.raises(SystemExit) as exit_:
+        guarded(refuse, cfg)
+    assert exit_.value.code == 1
+    assert json.loads(summary.read_text()) == {"status": "completed"}
+    assert capsys.readouterr().err == ""

@@ -49,6 +49,14 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
     try:
         return fn(cfg)
     except Exception as err:
+        if _other_rank():
+            # Rank 0 reports and records it. Here no file is touched (it would race rank 0
+            # putting a refused resume's run back) and nothing printed (the line would repeat).
+            if multirun:
+                return math.nan
+            if isinstance(err, _user_errors()) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+                sys.exit(1)
+            raise
         if _resuming is not None and _resuming.untouched():
             # Nothing was trained: the run is put back as it was (in `finally`), not marked failed.
             _append_to_log(f"refused: {type(err).__name__}: {err}")
@@ -71,6 +79,11 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
         # Also after Ctrl-C (Lightning exits through SystemExit) and failures mid-training.
         if _resuming is not None:
             _resuming.finish()
+
+
+def _other_rank() -> bool:
+    """A DDP rank other than 0 (Lightning's launcher, torchrun or SLURM set these)."""
+    return any(os.environ.get(v, "0") != "0" for v in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
 def _append_to_log(message: str) -> None:
@@ -241,8 +254,8 @@ class RunDirGuard(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _resuming, _new_run_dir
-        if any(os.environ.get(v, "0") != "0" for v in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")):
-            return  # a DDP rank other than 0, started into rank 0's directory
+        if _other_rank():
+            return  # started into rank 0's directory
         run_dir = Path(str(config.hydra.run.dir)).resolve()
         ckpt = config.get("ckpt_path")
         if self.continues_runs and ckpt and run_dir in Path(str(ckpt)).resolve().parents:

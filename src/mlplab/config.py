@@ -369,7 +369,8 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
             _fail("scheduler.monitor", monitor,
                   f"expected one of {', '.join(VAL_METRICS)} (logged every epoch; the test set chooses nothing)")
         direction = _direction(monitor)
-        mode = cfg.scheduler.scheduler.get("mode")
+        plateau = str(cfg.scheduler.scheduler.get("_target_", "")).endswith("ReduceLROnPlateau")
+        mode = cfg.scheduler.scheduler.get("mode", "min" if plateau else None)  # torch's default
         if direction and mode in ("min", "max") and mode != direction:
             # ReduceLROnPlateau would cut the learning rate while accuracy still improves.
             _fail("scheduler.scheduler.mode", mode,

@@ -146,12 +146,13 @@ def refuse_relaunch(trainer: L.Trainer) -> None:
                           f"× {trainer.num_nodes} nodes: {RELAUNCH_ADVICE}")
 
 
-def _end_distributed() -> None:
-    """Close the process group after the run's last collective. Lightning does so at exit for
-    NCCL only; a gloo group left to interpreter shutdown sometimes aborts its rank ("terminate
-    called without an active exception"), and Lightning's launcher then kills every rank."""
+def _end_distributed(trainer: L.Trainer) -> None:
+    """Close the process group after the run's last collective; every rank calls it at the same
+    point. Lightning does so at exit for NCCL only; a gloo group left to interpreter shutdown
+    sometimes aborts its rank ("terminate called without an active exception"), and Lightning's
+    launcher then kills every rank."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+        trainer.strategy.barrier("mlplab.end")  # passes device_ids under NCCL
         torch.distributed.destroy_process_group()
 
 
@@ -265,10 +266,14 @@ def train(cfg: DictConfig) -> float | None:
     except NonFiniteLossError as err:
         status, error = "diverged", str(err)
         log.error(error)
+    except ResumeRefused:  # the schedule check: every rank refuses at the same point
+        _end_distributed(trainer)
+        raise
     fit_seconds = time.time() - started
     if resumed_at is not None and status == "completed" and trainer.global_step == resumed_at:
         # Lightning returns at once; testing again would rewrite the run's summary without
         # its validation figures (no epoch ran to give them).
+        _end_distributed(trainer)
         raise ResumeRefused(_nothing_to_train(cfg.ckpt_path, trainer))
 
     ckpt = _checkpoint_callback(trainer)
@@ -286,7 +291,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("test") and (status == "completed" or best_path):
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
-    _end_distributed()
+    _end_distributed(trainer)
 
     summary = {
         "status": status,

@@ -29,8 +29,17 @@ class FiniteLossGuard(L.Callback):
             return
         self._checked_at = trainer.global_step
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None or bool(torch.isfinite(loss).all()):
+        finite = loss is None or bool(torch.isfinite(loss).all())
+        # Under DDP every rank must stop at the same step: a rank stopping alone would leave
+        # the others waiting in the next gradient all-reduce until gloo's 30-minute timeout.
+        if trainer.world_size > 1:
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
             return
+        if loss is None or bool(torch.isfinite(loss).all()):
+            raise NonFiniteLossError(
+                f"non-finite training loss on another DDP rank at epoch {trainer.current_epoch}, "
+                f"by step {trainer.global_step}: lower optimizer.lr or add gradient clipping")
         lrs = [g["lr"] for opt in trainer.optimizers for g in opt.param_groups]
         lr = lrs[0] if len(set(lrs)) == 1 else lrs
         big = any(not math.isfinite(x) or x >= 1.0 for x in (lrs if lrs else [0.0]))
