@@ -29,14 +29,13 @@ class FiniteLossGuard(L.Callback):
             return
         self._checked_at = trainer.global_step
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        finite = loss is None or bool(torch.isfinite(loss).all())
+        here = loss is None or bool(torch.isfinite(loss).all())
         # Under DDP every rank must stop at the same step: a rank stopping alone would leave
         # the others waiting in the next gradient all-reduce until gloo's 30-minute timeout.
-        if trainer.world_size > 1:
-            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if finite:
+        everywhere = trainer.strategy.reduce_boolean_decision(here, all=True) if trainer.world_size > 1 else here
+        if everywhere:
             return
-        if loss is None or bool(torch.isfinite(loss).all()):
+        if here:
             raise NonFiniteLossError(
                 f"non-finite training loss on another DDP rank at epoch {trainer.current_epoch}, "
                 f"by step {trainer.global_step}: lower optimizer.lr or add gradient clipping")
