@@ -336,3 +336,22 @@ def test_the_summary_names_tensorboard_only_when_it_was_written(make_cfg, tmp_pa
     out = capsys.readouterr().out
     assert "== mlplab run summary ==" in out and "tensorboard --logdir" not in out
     assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_a_summary_without_a_best_checkpoint_points_to_the_last_one(tmp_path: Path, capsys) -> None:
+    # A run stopped before any validation has no best checkpoint, only last.ckpt: the summary
+    # must say where that is rather than only "none".
+    from omegaconf import OmegaConf
+
+    from mlplab.training import _print_summary
+
+    last = str(tmp_path / "checkpoints" / "last.ckpt")
+    summary = {"status": "diverged", "error": "non-finite", "epochs": 0, "stopped_early": False,
+               "validation": True, "best_epoch": None, "metrics": {}, "best_checkpoint": None,
+               "last_checkpoint": last, "fit_seconds": 1.0, "run_dir": str(tmp_path)}
+    _print_summary(summary, OmegaConf.create({}))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("checkpoint"))
+    assert line.split() == ["checkpoint", "none", "(last:", f"{last})"]
+    _print_summary({**summary, "best_checkpoint": "b.ckpt"}, OmegaConf.create({}))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("checkpoint"))
+    assert line.split() == ["checkpoint", "b.ckpt"]
