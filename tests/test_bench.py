@@ -4,12 +4,11 @@ inside a real `train()` run."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from conftest import DATA, ROOT, have_data
+from conftest import DATA, have_data
+from forkserver import run_python
 from mlplab import bench
 
 
@@ -33,7 +32,7 @@ from mlplab import bench
     ],
 )
 def test_bad_arguments_are_refused_with_the_argument_named(args: list[str], message: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "mlplab.bench", *args], capture_output=True, text=True, cwd=ROOT)
+    proc = run_python(["-m", "mlplab.bench", *args])
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
@@ -41,16 +40,14 @@ def test_bad_arguments_are_refused_with_the_argument_named(args: list[str], mess
 def test_out_under_a_file_is_refused_before_any_work(tmp_path) -> None:  # noqa: ANN001
     (tmp_path / "results").write_text("not a directory")
     out = tmp_path / "results" / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "mlplab.bench", "--out", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    proc = run_python(["-m", "mlplab.bench", "--out", str(out)], timeout=60)
     assert proc.returncode == 2
     assert f"--out={out}: {tmp_path / 'results'} is a file, not a directory" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_out_that_is_a_directory_is_refused_before_any_work(tmp_path) -> None:  # noqa: ANN001
-    proc = subprocess.run([sys.executable, "-m", "mlplab.bench", "--out", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    proc = run_python(["-m", "mlplab.bench", "--out", str(tmp_path)], timeout=60)
     assert proc.returncode == 2
     assert f"--out={tmp_path}: a directory" in proc.stderr and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
@@ -61,8 +58,7 @@ def test_cuda_without_a_gpu_is_one_line() -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = subprocess.run([sys.executable, "-m", "mlplab.bench", "--device", "cuda"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = run_python(["-m", "mlplab.bench", "--device", "cuda"])
     assert proc.returncode == 1
     assert "no CUDA device is available" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -110,9 +106,8 @@ def test_a_relative_data_dir_means_the_callers_folder(tmp_path) -> None:  # noqa
     # The variants run as child processes in the repository root; they must read the same
     # files the parent checked, not a `d/` relative to the repository.
     (tmp_path / "d").symlink_to(DATA, target_is_directory=True)
-    proc = subprocess.run([sys.executable, "-m", "mlplab.bench", "--epochs", "4", "--rounds", "1",
-                           "--batch-sizes", "256", "--variants", "plain", "--data-dir", "d",
-                           "--out", str(tmp_path / "b.json")],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    proc = run_python(["-m", "mlplab.bench", "--epochs", "4", "--rounds", "1", "--batch-sizes", "256",
+                       "--variants", "plain", "--data-dir", "d", "--out", str(tmp_path / "b.json")],
+                      cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((tmp_path / "b.json").read_text())["runs"][0]["variant"] == "plain"

@@ -11,12 +11,12 @@ import os
 import pathlib
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from forkserver import run_python
 from mlplab import checkpoints
 from mlplab.checkpoints import CheckpointError
 from mlplab.models.classifier import Classifier
@@ -137,10 +137,7 @@ def test_model_and_data_must_agree(good: Path) -> None:
 
 
 def _eval(ckpt: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "src/eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={run_dir}", *overrides],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    return run_python(["src/eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={run_dir}", *overrides], timeout=300)
 
 
 @pytest.mark.parametrize("case", ["malicious", "truncated", "architecture", "data"])

@@ -1,4 +1,5 @@
-"""The entry point as a user runs it: subprocesses, real signals, real exit codes."""
+"""The entry point as a user runs it: its own process (forked, see forkserver.py), real signals sent to a
+fresh interpreter, real exit codes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from conftest import DATA, ROOT, have_data
+from forkserver import run_python
 
 QUIET = ["callbacks.progress_bar.refresh_rate=0", "trainer=cpu"]
 SYNTH = ["data=synthetic", "model.hidden_sizes=[32]", *QUIET]
@@ -22,8 +24,7 @@ SYNTH = ["data=synthetic", "model.hidden_sizes=[32]", *QUIET]
 
 def run(args: list[str], **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLPLAB_DATA_DIR": str(DATA)}
-    return subprocess.run([sys.executable, "src/train.py", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, **kw)
+    return run_python(["src/train.py", *args], env=env, timeout=600, **kw)
 
 
 def popen(args: list[str]) -> subprocess.Popen:
@@ -128,8 +129,7 @@ def test_eval_and_predict_never_write_into_a_training_run(tmp_path: Path, script
     args = [f"ckpt_path={out}/checkpoints/best.ckpt", f"hydra.run.dir={out}"]
     if script == "predict":
         args.append(f"inputs={inputs}")
-    r = subprocess.run([sys.executable, f"src/{script}.py", *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
+    r = run_python([f"src/{script}.py", *args], timeout=300)
     assert r.returncode == 1 and "holds another run already" in r.stderr and "Traceback" not in r.stderr
     assert _files(out) == before
 

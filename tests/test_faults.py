@@ -6,14 +6,14 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
-from conftest import DATA, FAST, ROOT, have_data
+from conftest import DATA, FAST, have_data
+from forkserver import run_python
 from mlplab.training import train
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -21,11 +21,8 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 
 def _train_cli(data_dir: Path, run_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLPLAB_DATA_DIR": str(data_dir)}
-    return subprocess.run(
-        [sys.executable, "src/train.py", f"hydra.run.dir={run_dir}", "trainer.max_epochs=1",
-         "callbacks.progress_bar.refresh_rate=0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
+    return run_python(["src/train.py", f"hydra.run.dir={run_dir}", "trainer.max_epochs=1",
+                       "callbacks.progress_bar.refresh_rate=0"], env=env, timeout=300)
 
 
 def _copy_mnist(dst: Path) -> Path:

@@ -10,7 +10,6 @@ import os
 import pickle
 import socket
 import struct
-import subprocess
 import sys
 import zipfile
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from forkserver import run_python
 from mlplab.data import sources as S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -428,13 +428,7 @@ def test_run_reports_the_failing_command() -> None:
 def test_cli_bad_root_exits_1_with_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("")
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlplab.data.sources", "mnist", "--root", str(blocker / "data")],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python(["-m", "mlplab.data.sources", "mnist", "--root", str(blocker / "data")], timeout=120)
     assert proc.returncode == 1
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()

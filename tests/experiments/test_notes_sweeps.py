@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from notes_support import ROOT, TINY, notes_names, sweep_jobs
 from omegaconf import DictConfig
 
 from conftest import DATA, have_data
+from forkserver import run_python
 from mlplab.training import train
 
 
@@ -91,14 +90,14 @@ def test_notes_init_runs_as_a_real_multirun_with_a_leaderboard(tmp_path: Path) -
         pytest.skip("mnist not provisioned (make data)")
     sweep_dir = tmp_path / "sweep"
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(
+    proc = run_python(
         # callbacks=none: the mechanics of the sweep are under test here, not the per-epoch
         # figures and checkpoints, which the in-process runs already exercise.
-        [sys.executable, str(ROOT / "src" / "train.py"), "sweep=notes_init", "callbacks=none",
+        [str(ROOT / "src" / "train.py"), "sweep=notes_init", "callbacks=none",
          *[o for o in TINY if not o.startswith("callbacks.")],
          f"paths.data_dir={DATA}", f"paths.output_root={tmp_path / 'outputs'}",
          f"hydra.sweep.dir={sweep_dir}"],
-        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     inits = []

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from conftest import DATA, have_data
+from forkserver import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,8 +27,7 @@ TINY = ["trainer=cpu", "callbacks.progress_bar.refresh_rate=0", "callbacks.model
 
 
 def run_script(script: str, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, f"src/{script}", *overrides], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_python([f"src/{script}", *overrides], timeout=timeout)
 
 
 def _train(run_dir: Path, *overrides: str) -> Path:

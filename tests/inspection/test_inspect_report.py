@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import inspection_support as support
 from PIL import Image
 
+from forkserver import run_python
 from mlplab.inspect.events import epoch_curves, event_files, read_scalars
 from mlplab.inspect.plots import curves_figure
 from mlplab.inspect.report import write_report
@@ -22,8 +22,7 @@ PNGS = ("curves.png", "confusion_matrix.png", "misclassified.png")
 
 
 def _inspect(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mlplab.inspect", str(run_dir), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return run_python(["-m", "mlplab.inspect", str(run_dir), *args], timeout=300)
 
 
 def _check_png(path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -15,7 +14,8 @@ import pytest
 import torch
 
 import mlplab.training
-from conftest import FAST, ROOT
+from conftest import FAST
+from forkserver import run_python
 from mlplab.checkpoints import build_datamodule, load
 from mlplab.evaluation import evaluate, predict_proba, predict_to_csv
 from mlplab.models.classifier import Classifier
@@ -84,8 +84,7 @@ def test_a_bf16_run_is_reproduced_by_evaluating_its_checkpoint(precision: str, m
 
 
 def _eval(ckpt: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "src/eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={run_dir}", *overrides],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return run_python(["src/eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={run_dir}", *overrides], timeout=300)
 
 
 @pytest.mark.parametrize(("precision", "has_bf16", "warned"), [

@@ -8,11 +8,12 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from forkserver import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "src" / "train.py"
@@ -36,8 +37,7 @@ FAST = [
 
 def run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """`python <args>` from the repository root, environment untouched (MLPLAB_DATA_DIR)."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return run_python(args, timeout=timeout)
 
 
 def multirun(sweep_dir: Path, *overrides: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
