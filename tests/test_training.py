@@ -355,3 +355,13 @@ def test_a_summary_without_a_best_checkpoint_points_to_the_last_one(tmp_path: Pa
     _print_summary({**summary, "best_checkpoint": "b.ckpt"}, OmegaConf.create({}))
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("checkpoint"))
     assert line.split() == ["checkpoint", "b.ckpt"]
+
+
+def test_lightnings_adverts_are_dropped_and_its_information_kept(make_cfg, caplog) -> None:
+    # Lightning 2.6 prints a "💡 Tip" for its cloud logger on every run (and one for its model
+    # registry when checkpointing), and a note that our ModelSummary replaces its default one.
+    with caplog.at_level("INFO"):
+        train(make_cfg([*SYNTH, "trainer.max_epochs=1"]))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("GPU available:") for m in messages)
+    assert not [m for m in messages if "Tip:" in m or "already configured with model summary" in m]

@@ -161,6 +161,16 @@ def _existing(path: Path) -> str | None:
     return str(path) if path.is_file() else None
 
 
+class _DropLightningNoise(logging.Filter):
+    """Lightning 2.6's adverts for its cloud services (on every run), and its note that our own
+    ModelSummary replaces its default one: neither is something a user can act on."""
+
+    NOISE = ("💡 Tip:", "Trainer already configured with model summary callbacks")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
+
+
 def _quiet_lightning() -> None:
     """Lightning's console output, once and only where it says something true here."""
     # Lightning adds its own console handler; Hydra's root handlers already print and write
@@ -168,6 +178,9 @@ def _quiet_lightning() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningNoise) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropLightningNoise())
     # Lightning counts training_step calls, each of `data.batches_per_call` optimizer steps:
     # against log_every_n_steps (train/loss_step is logged by step), and to decide that a
     # resume starts mid-epoch (`TensorBatches` resumes exactly there anyway).
