@@ -88,6 +88,38 @@ def test_the_built_trainer_is_checked_for_a_relaunching_launcher() -> None:
         refuse_relaunch(L.Trainer(accelerator="cpu", devices=2, strategy="auto", logger=False))
 
 
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_fork", "ddp_notebook_find_unused_parameters_true"])
+@pytest.mark.parametrize("multirun", [False, True])
+def test_strategies_that_start_ranks_as_new_processes_are_refused(tmp_path: Path, strategy: str,
+                                                                  multirun: bool) -> None:
+    # Their ranks send back weights and metrics only: the summary said "epochs run 0".
+    from forkserver import run_python
+
+    args = ["src/train.py", *(["-m", "seed=1,2"] if multirun else []), "data=synthetic", "trainer=ddp",
+            f"trainer.strategy={strategy}", "trainer.accelerator=cpu", "trainer.max_epochs=1",
+            f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    r = run_python(args, env=_env())
+    assert r.returncode == 1
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and f"trainer.strategy='{strategy}'" in lines[0] and "trainer=ddp" in lines[0]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_the_built_trainer_is_checked_for_ranks_started_as_new_processes() -> None:
+    # A Strategy object (or a name config.validate does not know) is caught once built.
+    import lightning as L
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from mlplab.config import ConfigError
+    from mlplab.training import refuse_spawned_ranks
+
+    refuse_spawned_ranks(L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False))
+    refuse_spawned_ranks(L.Trainer(accelerator="cpu", devices=1, logger=False))
+    with pytest.raises(ConfigError, match="start method fork.*trainer=ddp"):
+        refuse_spawned_ranks(L.Trainer(accelerator="cpu", devices=2, logger=False,
+                                       strategy=DDPStrategy(start_method="fork")))
+
+
 @pytest.fixture
 def one_rank_ddp(make_cfg, monkeypatch):
     """`trainer=ddp` on one CPU process, in this process; the environment Lightning's launcher

@@ -291,7 +291,16 @@ _RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_u
                            "fsdp", "deepspeed")
 RELAUNCH_ADVICE = ("cannot run inside a Hydra multirun (Lightning relaunches each rank from the command "
                    "line, issue #11300); run the grid with hydra/launcher=submitit_slurm (one job per "
-                   "node, DDP inside the job) or as separate single runs, or use strategy=ddp_spawn")
+                   "node, DDP inside the job) or as separate single runs")
+
+
+# Lightning's strategies whose ranks are new processes (`_MultiProcessingLauncher`): they send
+# back the weights, the best checkpoint's path and the metrics, nothing else, so the summary
+# would get the epoch count, early stopping, divergence and a resume's step wrong.
+_SPAWNING_STRATEGY_PREFIXES = ("ddp_spawn", "ddp_fork", "ddp_notebook")
+SPAWN_ADVICE = ("ranks started as new processes do not report the run's state (epochs, early stopping, "
+                "divergence) back to the summary; use trainer=ddp (strategy=ddp), and in a multirun "
+                "hydra/launcher=submitit_slurm or separate single runs")
 
 
 def launcher_relaunches(launcher_target: Any) -> bool:
@@ -349,6 +358,9 @@ def validate(cfg: DictConfig, multirun: bool = False, here: bool = True) -> None
 
 
 def _validate(cfg: DictConfig, multirun: bool) -> None:
+    strategy = cfg.trainer.get("strategy")
+    if isinstance(strategy, str) and strategy.startswith(_SPAWNING_STRATEGY_PREFIXES):
+        _fail("trainer.strategy", strategy, SPAWN_ADVICE)
     if multirun:
         strategy = cfg.trainer.get("strategy")
         if strategy in _RELAUNCHING_STRATEGIES:

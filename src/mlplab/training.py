@@ -146,6 +146,19 @@ def refuse_relaunch(trainer: L.Trainer) -> None:
                           f"× {trainer.num_nodes} nodes: {RELAUNCH_ADVICE}")
 
 
+def refuse_spawned_ranks(trainer: L.Trainer) -> None:
+    """Any strategy config.validate does not know by name whose ranks Lightning starts as new
+    processes (see `config.SPAWN_ADVICE`; a Strategy object given as `_target_`, for one)."""
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    from mlplab.config import SPAWN_ADVICE, ConfigError
+
+    if isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+        start = getattr(trainer.strategy, "_start_method", None)
+        raise ConfigError(f"trainer.strategy={type(trainer.strategy).__name__}"
+                          + (f" (start method {start})" if start else "") + f": {SPAWN_ADVICE}")
+
+
 def _end_distributed(trainer: L.Trainer) -> None:
     """Close the process group after the run's last collective; every rank calls it at the same
     point. Lightning does so at exit for NCCL only; a gloo group left to interpreter shutdown
@@ -267,6 +280,7 @@ def train(cfg: DictConfig) -> float | None:
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    refuse_spawned_ranks(trainer)
     if multirun:
         refuse_relaunch(trainer)
     warn_slow_precision(trainer)
