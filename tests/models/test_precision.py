@@ -102,6 +102,7 @@ def test_bf16_on_a_cpu_without_bf16_hardware_is_warned(precision: str, has_bf16:
 @pytest.mark.parametrize(("text", "expected"), [
     ("flags\t\t: fpu avx2 avx512f amx_tile\n", False),
     ("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n", True),
+    ("flags\t\t: fpu avx2 avx512f avx512_bf16\n", True),  # AVX-512 BF16 without AMX (the AMD EPYC of docs/speed.md)
     ("Features\t: fp asimd sve bf16 i8mm\n", True),  # Arm (e.g. Graviton3)
     ("flags\t\t: fpu avx2 xamx_bf16x\n", False),  # whole flags only
 ])
