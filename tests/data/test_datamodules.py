@@ -102,6 +102,22 @@ def test_epoch_order_depends_only_on_seed_and_epoch() -> None:
     assert sorted(first.tolist()) == list(range(100))
 
 
+def test_no_two_seeds_share_an_epoch_order_or_augmentation_draws() -> None:
+    # Seeding with seed + epoch gave seed 2's epoch 0 the order of seed 1's epoch 1: runs over
+    # seed=1,2,3 trained on shifted copies of one sequence of orders.
+    x, y = torch.zeros(100, 1), torch.arange(100)
+    seen: dict[tuple[int, ...], tuple[int, int]] = {}
+    draws: dict[float, tuple[int, int]] = {}
+    epoch = [0]
+    for seed in range(4):
+        b = TensorBatches(x, y, 100, lambda t, g: torch.rand(t.shape, generator=g), shuffle=True, seed=seed,
+                          epoch=lambda: epoch[0])
+        for epoch[0] in range(4):
+            (xb, yb), = list(b)
+            assert seen.setdefault(tuple(yb.tolist()), (seed, epoch[0])) == (seed, epoch[0])
+            assert draws.setdefault(xb[0, 0].item(), (seed, epoch[0])) == (seed, epoch[0])
+
+
 def test_groups_hold_the_same_batches_in_the_same_order() -> None:
     x, y = torch.arange(103).float()[:, None], torch.arange(103)
     single = list(TensorBatches(x, y, 10, lambda t, g: t, shuffle=True, seed=3))

@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from mlplab.data.batches import TensorBatches
+from mlplab.data.batches import ORDER_VERSION, TensorBatches
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -95,14 +95,14 @@ class TensorDataModule(L.LightningDataModule):
         mid-epoch checkpoint (Ctrl-C), whose epoch then goes on from its next batch rather than
         train the first ones twice (and overrun a one-cycle schedule's planned steps). Only
         once, and only for the same epoch cut into the same batches: after a change of batch
-        size, `batches_per_call` or devices the epoch is served from the start of its order, and
-        Lightning stops it after the calls it still expects."""
+        size, `batches_per_call`, devices or `ORDER_VERSION` the epoch is served from the start
+        of its order, and Lightning stops it after the calls it still expects."""
         saved, self._resume = self._resume, None
         trainer = self.trainer
         if not saved or trainer is None:
             return 0
         same = {"epoch": trainer.current_epoch, "batch_size": batches.batch_size, "group": batches.group,
-                "world_size": batches.world_size, "n": len(batches.y)}
+                "world_size": batches.world_size, "n": len(batches.y), "order": ORDER_VERSION}
         done = int(saved.get("done", 0))
         if any(saved.get(k) != v for k, v in same.items()) or not 0 < done < batches.n_batches():
             return 0

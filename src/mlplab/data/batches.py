@@ -11,17 +11,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 
 Transform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+ORDER_VERSION = 2  # 1: seeded with seed + epoch, which gave seed s+1 the orders of seed s, one epoch on
+
+
+def stream_seed(seed: int, epoch: int, stream: int) -> int:
+    """A generator seed for one random stream of one epoch of one run seed.
+
+    Sums such as `seed + epoch` collide across seeds (seed 2's epoch 0 is seed 1's epoch 1), so
+    runs over `seed=1,2,3` would train on shifted copies of one sequence of orders; hashing the
+    triple through numpy's `SeedSequence` keeps every (seed, epoch, stream) apart.
+    """
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0])
+
+
+_ORDER, _AUGMENT = 0, 1
+
+
 class TensorBatches:
     """An iterable of `(x, y)` batches over in-memory tensors.
 
-    The order of epoch `e` is `randperm(n, seed + e)`, so it depends only on the seed and the
-    epoch number: a resumed run sees the same batches as an uninterrupted one. From a mid-epoch
+    The order of epoch `e` is a permutation drawn from a generator seeded by `stream_seed(seed,
+    e)`, so it depends only on the seed and the epoch number: a resumed run sees the same
+    batches as an uninterrupted one, and no two seeds share an epoch's order. From a mid-epoch
     checkpoint, `steps_done()` says how many of the epoch's batches were already trained on,
     and the epoch goes on from the next one (`position()` is what the checkpoint records; the
     datamodule keeps it). Under DDP each
@@ -66,7 +84,7 @@ class TensorBatches:
         if not self.shuffle and self.world_size == 1:
             return None
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch())
+            g = torch.Generator().manual_seed(stream_seed(self.seed, self.epoch(), _ORDER))
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
@@ -100,7 +118,7 @@ class TensorBatches:
             return None
         epoch, start = self._epoch_start
         return {"epoch": epoch, "done": self.global_step() - start, "batch_size": self.batch_size,
-                "group": self.group, "world_size": self.world_size, "n": len(self.y)}
+                "group": self.group, "world_size": self.world_size, "n": len(self.y), "order": ORDER_VERSION}
 
     def __iter__(self) -> Iterator[Batch | list[Batch]]:
         done = self.steps_done() if self.shuffle else 0
@@ -123,9 +141,8 @@ class TensorBatches:
         stop = n - n % self.batch_size if self.drop_last else n
         g = None
         if self.shuffle:
-            # A separate stream for augmentation, also a function of (seed, epoch).
             g = torch.Generator(device=self.x.device)
-            g.manual_seed(self.seed + 7919 * (self.epoch() + 1))
+            g.manual_seed(stream_seed(self.seed, self.epoch(), _AUGMENT))
         for i, start in enumerate(range(0, stop, self.batch_size)):
             if order is None:
                 xb = self.x[start : start + self.batch_size]
