@@ -38,7 +38,7 @@ class TensorBatches:
     """An iterable of `(x, y)` batches over in-memory tensors.
 
     The order of epoch `e` is a permutation drawn from a generator seeded by `stream_seed(seed,
-    e)`, so it depends only on the seed and the epoch number: a resumed run sees the same
+    e, _ORDER)`, so it depends only on the seed and the epoch number: a resumed run sees the same
     batches as an uninterrupted one, and no two seeds share an epoch's order. From a mid-epoch
     checkpoint, `steps_done()` says how many of the epoch's batches were already trained on,
     and the epoch goes on from the next one (`position()` is what the checkpoint records; the
