@@ -72,6 +72,8 @@ from mlplab.config import ConfigError, validate
         (["model.mixup_alpha=-0.2"], "model.mixup_alpha=-0.2: expected a number ≥ 0"),
         (["model.members=0"], "model.members=0: expected an integer ≥ 1"),
         (["model.members=2.5"], "model.members=2.5: expected an integer ≥ 1"),
+        (["model.blocks=-1"], "model.blocks=-1: expected an integer ≥ 0"),
+        (["model.blocks=2", "model.hidden_sizes=[]"], "model.blocks=2: residual blocks take the last hidden layer's width"),
         (["data.augment.rotate=null"], "data.augment.rotate=null: expected degrees in [0, 180]"),
         (["data.augment.erase=null"], "data.augment.erase=null: expected a probability in [0, 1]"),
         (["data.mean=null"], "data.mean=null: expected a number"),

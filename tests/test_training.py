@@ -12,7 +12,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import FAST, have_data
+from mlplab import checkpoints
 from mlplab.callbacks.guards import NonFiniteLossError
+from mlplab.models.mlp import ResidualBlock
 from mlplab.training import train
 
 SYNTH = ["data=synthetic", "model.hidden_sizes=[32]", *FAST]
@@ -37,6 +39,21 @@ def test_synthetic_learns_and_writes_artefacts(make_cfg, tmp_path: Path) -> None
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["hidden_sizes"] == [32]
     assert ckpt["hyper_parameters"]["class_names"] == ["0", "1", "2"]
+
+
+def test_residual_blocks_train_and_their_checkpoint_rebuilds_them(make_cfg, tmp_path: Path) -> None:
+    val_best = train(make_cfg([*SYNTH, "model.blocks=2"]))
+    assert val_best is not None and val_best > 0.7  # 3 classes: chance is 1/3
+    path = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    loaded = checkpoints.load(path)
+    assert sum(isinstance(m, ResidualBlock) for m in loaded.model.modules()) == 2
+    # A checkpoint whose hyperparameters claim no blocks cannot load block weights: refused,
+    # with the architecture it claims.
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"]["blocks"] = 0
+    torch.save(ckpt, tmp_path / "noblocks.ckpt")
+    with pytest.raises(checkpoints.CheckpointError, match=r"\(hidden_sizes=\[32\], norm=none, blocks=0, members=1\): net\.net\.\d+\.weight"):
+        checkpoints.load(tmp_path / "noblocks.ckpt")
 
 
 def test_random_labels_are_not_learnable_beyond_chance_on_held_out_data(make_cfg) -> None:

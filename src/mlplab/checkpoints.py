@@ -180,7 +180,7 @@ def _hparams(path: Path, ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str
 
 def _describe_mismatch(path: Path, model: torch.nn.Module, state: dict[str, Any], args: dict[str, Any]) -> None:
     own = model.state_dict()
-    arch = f"hidden_sizes={args.get('hidden_sizes')}, norm={args.get('norm')}, members={args.get('members', 1)}"
+    arch = f"hidden_sizes={args.get('hidden_sizes')}, norm={args.get('norm')}, blocks={args.get('blocks', 0)}, members={args.get('members', 1)}"
     for key, tensor in own.items():
         if key not in state:
             raise CheckpointError(f"{path}: weights do not match its architecture ({arch}): {key} missing")

@@ -116,6 +116,11 @@ def _check_model(m: Mapping[str, Any]) -> None:
     for key in ("l1", "l2", "mixup_alpha"):
         if not (_is_number(m.get(key, 0)) and m.get(key, 0) >= 0):
             _fail(f"model.{key}", m.get(key), "expected a number ≥ 0")
+    blocks = m.get("blocks", 0)
+    if not (_is_int(blocks) and blocks >= 0):
+        _fail("model.blocks", blocks, "expected an integer ≥ 0 (0: no residual blocks)")
+    if blocks and not n:
+        _fail("model.blocks", blocks, "residual blocks take the last hidden layer's width: give model.hidden_sizes at least one entry")
     members = m.get("members", 1)
     if not (_is_int(members) and members >= 1):
         _fail("model.members", members, "expected an integer ≥ 1 (1: a single MLP)")

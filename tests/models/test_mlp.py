@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from mlplab.models.dropout import Dropout
-from mlplab.models.mlp import ACTIVATIONS, MLP
+from mlplab.models.mlp import ACTIVATIONS, MLP, ResidualBlock
 
 
 def test_shapes_and_parameter_count() -> None:
@@ -91,3 +91,28 @@ def test_dropout_is_identity_in_eval_and_all_zero_at_p_one() -> None:
     assert torch.equal(Dropout(0.5).eval()(x), x)
     assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
     assert torch.equal(Dropout(0.0)(x), x)
+
+
+def test_residual_blocks_add_identity_paths_at_the_last_width() -> None:
+    net = MLP(6, 3, hidden_sizes=[8, 5], blocks=2, dropout=[0.0, 0.3], activation=["tanh", "gelu"])
+    blocks = [m for m in net.net if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 2 and isinstance(net.net[-2], nn.LayerNorm)
+    assert all(isinstance(b.act, nn.GELU) and b.drop.p == pytest.approx(0.3) for b in blocks)
+    assert [tuple(m.weight.shape) for m in net.linears()] == [(8, 6), (5, 8), *[(5, 5)] * 4, (3, 5)]
+    # A block whose second layer is zero is the identity: the input passes through the sum.
+    block = blocks[0].eval()
+    nn.init.zeros_(block.fc2.weight)
+    nn.init.zeros_(block.fc2.bias)
+    x = torch.randn(4, 5)
+    assert torch.equal(block(x), x)
+    with torch.no_grad():
+        block.fc2.weight.fill_(0.1)
+    assert not torch.allclose(block(x), x)
+
+
+def test_residual_blocks_need_a_hidden_layer_and_take_inits() -> None:
+    with pytest.raises(ValueError, match="blocks=1"):
+        MLP(6, 3, hidden_sizes=[], blocks=1)
+    net = MLP(6, 3, hidden_sizes=[4], blocks=1, init="kaiming")
+    assert all((layer.bias == 0).all() for layer in net.linears())
+    assert len(net.linears()) == 4

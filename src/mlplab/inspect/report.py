@@ -61,7 +61,9 @@ def _describe(cfg: dict[str, Any]) -> str:
     if "hidden_sizes" in model:
         k = model.get("members", 1)
         members = f" ×{k}" if isinstance(k, int) and k > 1 else ""
-        parts.append(f"MLP {model['hidden_sizes']} {model.get('activation', '')}{members}".strip())
+        b = model.get("blocks", 0)
+        blocks = f" +{b} residual blocks" if isinstance(b, int) and b > 0 else ""
+        parts.append(f"MLP {model['hidden_sizes']}{blocks} {model.get('activation', '')}{members}".strip())
     opt = cfg.get("optimizer") or {}
     if name := target(opt):
         parts.append(f"{name} lr={opt['lr']}" if "lr" in opt else name)

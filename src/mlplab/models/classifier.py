@@ -65,6 +65,7 @@ class Classifier(L.LightningModule):
         bias: bool = True,
         init: str = "default",
         init_std: float = 0.01,
+        blocks: int = 0,
         l1: float = 0.0,
         l2: float = 0.0,
         max_norm: float | None = None,
@@ -94,6 +95,7 @@ class Classifier(L.LightningModule):
                 bias=bias,
                 init=init,
                 init_std=init_std,
+                blocks=blocks,
                 log_softmax=loss == "nll",
             )
 
