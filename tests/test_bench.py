@@ -29,6 +29,9 @@ from mlplab import bench
         (["--set", "foo.bar=1"], "--set: Could not override 'foo.bar'"),
         (["--set", "trainer=gpu"], "--set=trainer=gpu: the bench fixes trainer"),
         (["--set", "model.dropout=0.5"], "--set=model.dropout=0.5: the bench fixes model.dropout"),
+        # Only the mlplab variant would have run at bf16, against 32-bit loops.
+        (["--set", "trainer.precision=bf16-mixed"], "the bench fixes trainer.precision"),
+        (["--precision", "16-mixed"], "--precision: invalid choice: '16-mixed'"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_argument_named(args: list[str], message: str) -> None:
@@ -77,6 +80,33 @@ def test_mlplab_variant_times_every_epoch_of_a_real_run() -> None:
     assert all(t > 0 for t in r["all_epoch_seconds"])
     assert r["epoch_seconds"] == pytest.approx(sorted(r["all_epoch_seconds"][1:])[1], abs=1e-3)
     assert r["samples_per_second"] == pytest.approx(55000 / r["epoch_seconds"], rel=1e-2)
+
+
+@pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
+def test_precision_bf16_runs_both_loops_under_bf16_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    dtypes: list[torch.dtype] = []
+    real = torch.autocast
+
+    class Recorded(real):  # Lightning's plugin and the plain loop both enter torch.autocast
+        def __init__(self, device_type: str, dtype: torch.dtype | None = None, **kwargs: object) -> None:
+            dtypes.append(dtype)
+            super().__init__(device_type, dtype=dtype, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", Recorded)
+    before = torch.get_num_threads()
+    try:
+        for variant in ("plain", "mlplab"):
+            dtypes.clear()
+            r = bench.run_one(variant, 4096, 4, str(DATA), "cpu", ["callbacks.progress_bar.refresh_rate=0"],
+                              threads=1, precision="bf16-mixed")
+            assert r["precision"] == "bf16-mixed"
+            # Training and validation in each of the 4 epochs (mlplab enters it once per call
+            # of several batches, the plain loop once per batch).
+            assert len(dtypes) >= 2 * 4 and set(dtypes) == {torch.bfloat16}, variant
+    finally:
+        torch.set_num_threads(before)
 
 
 def _run(variant: str, seconds: float) -> dict:

@@ -10,10 +10,12 @@ c. `torchvision`: a per-sample `torchvision.datasets.MNIST` + transforms + `Data
    module and fused Adam, so that c/b measures the data path alone.
 
 All: MNIST, 784-128-64-10 ReLU, Adam 1e-3, 55,000 training and 5,000 validation images
-per epoch. Each (variant, batch size) runs in its own process so peak memory is its own. An
-epoch is timed from its first batch to the next epoch's (validation, checkpointing and logging
-included); a run's figure is the median of its epochs after the first (warm-up). Every
-variant runs `--rounds` times, interleaved; the table gives medians over the rounds.
+per epoch, at `--precision` (32-true, or bf16-mixed: every variant's forward pass under bf16
+autocast, as `trainer.precision=bf16-mixed` runs it). Each (variant, batch size) runs in its
+own process so peak memory is its own. An epoch is timed from its first batch to the next
+epoch's (validation, checkpointing and logging included); a run's figure is the median of its
+epochs after the first (warm-up). Every variant runs `--rounds` times, interleaved; the table
+gives medians over the rounds.
 """
 
 from __future__ import annotations
@@ -60,7 +62,20 @@ def _peak_memory_mb(device: Any) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _plain(batch_size: int, epochs: int, data_dir: str, device: Any, fused: bool) -> list[float]:
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def _autocast(device: Any, precision: str) -> Any:
+    import contextlib
+
+    import torch
+
+    if precision == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _plain(batch_size: int, epochs: int, data_dir: str, device: Any, fused: bool, precision: str) -> list[float]:
     import torch
     from torch import nn
 
@@ -88,12 +103,13 @@ def _plain(batch_size: int, epochs: int, data_dir: str, device: Any, fused: bool
         order = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(epoch)).to(device)
         for i in range(0, len(ytr), batch_size):
             idx = order[i : i + batch_size]
-            loss = nn.functional.cross_entropy(net(normalize(xtr[idx], MEAN, STD)), ytr[idx])
+            with _autocast(device, precision):
+                loss = nn.functional.cross_entropy(net(normalize(xtr[idx], MEAN, STD)), ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         net.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _autocast(device, precision):
             correct = sum(
                 (net(normalize(xva[i : i + 1024], MEAN, STD)).argmax(1) == yva[i : i + 1024]).sum()
                 for i in range(0, len(yva), 1024)
@@ -149,10 +165,11 @@ def epoch_timer(path: str) -> Any:
 # and optimizer groups, and these keys.
 FIXED_GROUPS = ("model", "optimizer")
 FIXED = ("paths.data_dir", "data", "data.batch_size", "trainer", "trainer.max_epochs", "trainer.accelerator",
-         "trainer.devices")
+         "trainer.devices", "trainer.precision")
 
 
-def _compose(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path, extra: list[str]) -> Any:
+def _compose(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path, extra: list[str],
+             precision: str = "32-true") -> Any:
     """The mlplab variant's config, as src/train.py would compose it, with its run dir `out`."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
@@ -168,6 +185,7 @@ def _compose(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path
         f"trainer.max_epochs={epochs}",
         f"trainer.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
         "trainer.devices=1",
+        f"trainer.precision={precision}",
         f"callbacks.early_stopping.patience={epochs + 1}",  # on, but must not end the timing early
         *extra,
     ]
@@ -182,14 +200,16 @@ def _compose(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path
     return cfg
 
 
-def _mlplab(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path, extra: list[str]) -> list[float]:
+def _mlplab(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path, extra: list[str],
+            precision: str) -> list[float]:
     from mlplab.training import train
 
-    train(_compose(batch_size, epochs, data_dir, device, out, extra))
+    train(_compose(batch_size, epochs, data_dir, device, out, extra, precision))
     return json.loads((out / "epoch_times.json").read_text())
 
 
-def check_overrides(overrides: list[str], batch_size: int, epochs: int, data_dir: str, device: Any) -> str | None:
+def check_overrides(overrides: list[str], batch_size: int, epochs: int, data_dir: str, device: Any,
+                    precision: str = "32-true") -> str | None:
     """Why `--set` cannot run (one line), or None: checked before any variant runs, as
     src/train.py checks its command line."""
     from mlplab.config import ConfigError, validate
@@ -197,10 +217,10 @@ def check_overrides(overrides: list[str], batch_size: int, epochs: int, data_dir
     for o in overrides:
         key = o.lstrip("+~").split("=", 1)[0].strip()
         if key in FIXED or key.split(".")[0] in FIXED_GROUPS:
-            return (f"--set={o}: the bench fixes {key} (the same model, optimizer, batch size and device in every "
-                    "variant); use --batch-sizes or --device")
+            return (f"--set={o}: the bench fixes {key} (the same model, optimizer, batch size, device and precision "
+                    "in every variant); use --batch-sizes, --device or --precision")
     try:
-        validate(_compose(batch_size, epochs, data_dir, device, Path("unused"), overrides))
+        validate(_compose(batch_size, epochs, data_dir, device, Path("unused"), overrides, precision))
     except ConfigError as err:
         return f"--set: {err}"
     except Exception as err:  # noqa: BLE001 -- Hydra's composition errors have several types
@@ -208,7 +228,7 @@ def check_overrides(overrides: list[str], batch_size: int, epochs: int, data_dir
     return None
 
 
-def _torchvision(batch_size: int, epochs: int, data_dir: str, device: Any) -> list[float]:
+def _torchvision(batch_size: int, epochs: int, data_dir: str, device: Any, precision: str) -> list[float]:
     import lightning as L
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -228,14 +248,14 @@ def _torchvision(batch_size: int, epochs: int, data_dir: str, device: Any) -> li
                        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": LR, "fused": True})
     timer = _timer()
     trainer = L.Trainer(max_epochs=epochs, accelerator="gpu" if device.type == "cuda" else "cpu",
-                        devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        devices=1, precision=precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0)
     trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
     return timer.times
 
 
 def run_one(variant: str, batch_size: int, epochs: int, data_dir: str, device_name: str,
-            extra: list[str], threads: int | None = None) -> dict[str, Any]:
+            extra: list[str], threads: int | None = None, precision: str = "32-true") -> dict[str, Any]:
     """One (variant, batch size) measurement in this process."""
     import torch
 
@@ -248,11 +268,11 @@ def run_one(variant: str, batch_size: int, epochs: int, data_dir: str, device_na
     skip_failing_nvml_probe()  # importing lightning turns the probe on for every variant
     with tempfile.TemporaryDirectory() as tmp:
         if variant in ("plain", "plain_fused"):
-            times = _plain(batch_size, epochs, data_dir, device, fused=variant == "plain_fused")
+            times = _plain(batch_size, epochs, data_dir, device, variant == "plain_fused", precision)
         elif variant == "mlplab":
-            times = _mlplab(batch_size, epochs, data_dir, device, Path(tmp), extra)
+            times = _mlplab(batch_size, epochs, data_dir, device, Path(tmp), extra, precision)
         else:
-            times = _torchvision(batch_size, epochs, data_dir, device)
+            times = _torchvision(batch_size, epochs, data_dir, device, precision)
     steady = times[1:]
     median = statistics.median(steady)
     return {
@@ -264,6 +284,7 @@ def run_one(variant: str, batch_size: int, epochs: int, data_dir: str, device_na
         "peak_memory_mb": round(_peak_memory_mb(device), 1),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
+        "precision": precision,
     }
 
 
@@ -330,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs of every variant per batch size, interleaved (default 3); medians are reported")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default="32-true", choices=PRECISIONS,
+                        help="every variant's (default 32-true); bf16-mixed as trainer.precision=bf16-mixed runs")
     parser.add_argument("--data-dir", default=os.environ.get("MLPLAB_DATA_DIR", "data"))
     parser.add_argument("--out", default="outputs/bench/bench.json")
     parser.add_argument("--threads", type=int, default=None,
@@ -363,11 +386,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out={args.out}: {blocked} is a file, not a directory")
     if Path(args.out).is_dir():
         parser.error(f"--out={args.out}: a directory; expected the JSON file to write, e.g. {Path(args.out) / 'bench.json'}")
-    if args.set and not args.one and (why := check_overrides(args.set, sizes[0], args.epochs, args.data_dir, device)):
+    if args.set and not args.one and (why := check_overrides(args.set, sizes[0], args.epochs, args.data_dir, device,
+                                                             args.precision)):
         parser.error(why)
 
     if args.one:
-        result = run_one(variants[0], sizes[0], args.epochs, args.data_dir, args.device, args.set, args.threads)
+        result = run_one(variants[0], sizes[0], args.epochs, args.data_dir, args.device, args.set, args.threads,
+                         args.precision)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
@@ -385,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             for variant in variants if round_ % 2 == 0 else variants[::-1]:
                 cmd = [sys.executable, "-m", "mlplab.bench", "--one", "--variants", variant,
                        "--batch-sizes", str(bs), "--epochs", str(args.epochs), "--device", args.device,
-                       "--data-dir", args.data_dir, *(f"--set={o}" for o in args.set),
+                       "--data-dir", args.data_dir, "--precision", args.precision, *(f"--set={o}" for o in args.set),
                        *(["--threads", str(args.threads)] if args.threads else [])]
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -397,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{variant:>11} batch {bs:>4} round {round_ + 1}: {r['epoch_seconds']:.3f} s/epoch", flush=True)
     results = combine(runs)
     report = {"versions": _versions(), "device": results[0]["device"], "threads": results[0]["threads"],
+              "precision": args.precision,
               "epochs": args.epochs, "rounds": args.rounds, "command": "python -m mlplab.bench " + " ".join(argv or sys.argv[1:]),
               "results": results, "runs": runs}
     out = Path(args.out)
@@ -411,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --out={args.out}: cannot write the results ({err.strerror})", file=sys.stderr)
         return 1
     v = report["versions"]
-    print(f"\ndevice {report['device']} ({report['threads']} threads), torch {v['torch']}, "
+    print(f"\ndevice {report['device']} ({report['threads']} threads, {args.precision}), torch {v['torch']}, "
           f"torchvision {v['torchvision']}, lightning {v['lightning']}, python {v['python']}")
     print(table(results))
     print(f"\nwrote {out}")

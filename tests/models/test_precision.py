@@ -110,3 +110,29 @@ def test_bf16_hardware_is_read_from_cpuinfo_flags(text: str, expected: bool, tmp
     (tmp_path / "cpuinfo").write_text(text)
     assert cpu_has_bf16(tmp_path / "cpuinfo") is expected
     assert cpu_has_bf16(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true"])
+def test_the_direct_step_trains_exactly_as_lightnings_hooked_step(precision: str, make_cfg, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a loss scaler on one device, `_step` calls backward and the optimizer itself
+    (`Classifier.on_fit_start`): bit for bit the fit that Lightning's hooked path gives."""
+    original = Classifier.on_fit_start
+    chosen: dict[bool, bool] = {}
+    runs = {}
+    for direct in (True, False):
+        def on_fit_start(self: Classifier, direct: bool = direct) -> None:
+            original(self)
+            chosen[direct] = self._direct
+            self._direct = self._direct and direct
+
+        monkeypatch.setattr(Classifier, "on_fit_start", on_fit_start)
+        run = tmp_path / f"direct{direct}"
+        train(make_cfg(["data=synthetic", "model.hidden_sizes=[32]", "model.dropout=0.1", "optimizer=adamw",
+                        "scheduler=onecycle", f"trainer.precision={precision}", *FAST, "report=false"], run_dir=run))
+        runs[direct] = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert chosen == {True: True, False: True}  # the direct path is what a plain fit takes
+    assert runs[True]["global_step"] == runs[False]["global_step"] > 0
+    assert runs[True]["state_dict"].keys() == runs[False]["state_dict"].keys()
+    for key, tensor in runs[False]["state_dict"].items():
+        assert torch.equal(runs[True]["state_dict"][key], tensor), key

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -307,10 +307,13 @@ class Classifier(L.LightningModule):
     def on_fit_start(self) -> None:
         # Lightning's backward and optimizer step dispatch ~6 hooks to every callback: at
         # ~0.5 ms a step that is a quarter of a small MLP's step on a CPU. On one device at
-        # 32-bit precision they do nothing else, so call torch directly there; DDP (gradient
-        # sync) and mixed precision (loss scaling) go through Lightning.
+        # 32-bit precision, or bf16 (autocast only, no loss scaler), they do nothing else, so
+        # call torch directly there; DDP (gradient sync) and 16-mixed (loss scaling) go
+        # through Lightning. Autocast itself wraps the step either way (training_step's context).
         strategy = self.trainer.strategy
-        self._direct = isinstance(strategy, SingleDeviceStrategy) and type(strategy.precision_plugin) is Precision
+        plugin = strategy.precision_plugin
+        unscaled = type(plugin) is Precision or (type(plugin) is MixedPrecision and plugin.scaler is None)
+        self._direct = isinstance(strategy, SingleDeviceStrategy) and unscaled
 
     def on_train_start(self) -> None:
         # After a resume: Lightning restored the scheduler's own length (OneCycleLR's total
