@@ -21,6 +21,7 @@ gives medians over the rounds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -66,8 +67,6 @@ PRECISIONS = ("32-true", "bf16-mixed")
 
 
 def _autocast(device: Any, precision: str) -> Any:
-    import contextlib
-
     import torch
 
     if precision == "bf16-mixed":
