@@ -84,11 +84,7 @@ def evaluate(model: Classifier, dm: TensorDataModule, split: str = "test") -> Ev
         probs, y, loss = split_outputs(model, dm, split)
     finally:
         model.train(was_training)
-    cm = confusion_matrix(probs.argmax(1), y, dm.n_classes)
-    totals = cm.sum(1)
-    per_class = [float(cm[i, i] / totals[i]) if totals[i] else float("nan") for i in range(len(cm))]
-    n = int(totals.sum())
-    return Evaluation(split, n, loss, float(np.trace(cm) / n), per_class, cm, list(dm.class_names))
+    return _evaluation(probs, y, loss, split, list(dm.class_names))
 
 
 def format_evaluation(ev: Evaluation) -> str:
@@ -410,25 +406,49 @@ def _check_same_holdout(data: Mapping[str, Any], trained: Mapping[str, Any], ckp
                           "(for split=val, leave it as trained)")
 
 
-def run_eval(cfg: Any) -> dict[str, Any]:
-    """`src/eval.py`: test metrics of a checkpoint, printed and written to eval.json."""
-    import json
+@dataclass
+class _Member:
+    """One checkpoint of `src/eval.py`, with the data it is scored on."""
 
+    path: Path
+    loaded: Any  # checkpoints.LoadedCheckpoint
+    data: dict[str, Any]
+    dm: TensorDataModule
+    data_name: str
+    precision: str
+
+
+def _ckpt_paths(cfg: Any) -> list[Path]:
+    """`ckpt_path`: one checkpoint, or a list of them (`ckpt_path=[a.ckpt,b.ckpt]`) scored as
+    an ensemble by their mean class probability."""
+    from omegaconf import ListConfig
+
+    from mlplab.config import ConfigError
+
+    value = cfg.get("ckpt_path")
+    if not isinstance(value, (list, tuple, ListConfig)):
+        return [_required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt")]
+    paths = [Path(str(v)).expanduser() for v in value if v not in (None, "")]
+    if len(paths) != len(value) or not paths:
+        raise ConfigError(f"ckpt_path={list(value)!r}: expected checkpoint paths, e.g. ckpt_path=[<run1>/checkpoints/"
+                          "best.ckpt,<run2>/checkpoints/best.ckpt]")
+    if len(set(p.resolve() for p in paths)) != len(paths):
+        raise ConfigError(f"ckpt_path: {len(paths)} paths but fewer checkpoints; each may be given once")
+    return paths
+
+
+def _member(cfg: Any, ckpt_path: Path, precision: str | None) -> _Member:
+    """Load a checkpoint and build the data it is scored on: the checkpoint's own, or the data
+    group chosen on the command line with the checkpoint's seed and hold-out."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from mlplab import checkpoints
     from mlplab.config import ConfigError, check_data
 
-    ckpt_path = _required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt")
-    if cfg.split not in SPLITS:
-        raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)}")
-    precision = _checked_precision(cfg)
-    _set_threads(cfg)
     loaded = checkpoints.load(ckpt_path)
     if precision is not None:
         loaded.model.use_precision(precision)
-    precision = str(loaded.model.hparams.get("precision") or "32-true")
     if cfg.get("data") is not None:
         # The user chose a data group on the command line: evaluate on that instead, with the
         # checkpoint's seed unless one is given (synthetic data: the same generated problem).
@@ -457,20 +477,102 @@ def run_eval(cfg: Any) -> dict[str, Any]:
             f"split=val: {ckpt_path} was trained on the whole training set (data.val_size=0), so "
             "there is no validation split to evaluate on; use split=test"
         )
-    dm.setup()
-    ev = evaluate(loaded.model, dm, cfg.split)
+    return _Member(ckpt_path, loaded, data, dm, data_name, str(loaded.model.hparams.get("precision") or "32-true"))
 
+
+def _check_ensemble(members: list[_Member], split: str) -> None:
+    """An ensemble is scored on one set of samples: the same dataset and classes for every
+    member, and for split=val one hold-out that none of them trained on."""
+    from mlplab.config import ConfigError, show
+
+    first = members[0]
+    for m in members[1:]:
+        if m.data.get("_target_") != first.data.get("_target_") or m.loaded.class_names != first.loaded.class_names:
+            raise ConfigError(f"ckpt_path: {m.path} scores {m.data_name} with classes {_names(m.loaded.class_names)}, "
+                              f"{first.path} {first.data_name} with {_names(first.loaded.class_names)}; an ensemble's "
+                              "members must be trained on the same data")
+        if split != "val":
+            continue
+        for key in sorted(set(first.data) | set(m.data)):
+            if key.startswith("_") or key in _SAME_SAMPLES or first.data.get(key) == m.data.get(key):
+                continue
+            raise ConfigError(f"ckpt_path: {m.path} held out its validation split with data.{key}="
+                              f"{show(m.data.get(key))}, {first.path} with data.{key}={show(first.data.get(key))}; "
+                              "each holds out samples the other trained on, so split=val cannot score them "
+                              "together (split=test can)")
+
+
+def _names(names: list[str]) -> str:
+    return "[" + ", ".join(names[:4]) + (", …]" if len(names) > 4 else "]")
+
+
+def _ensemble_evaluation(members: list[_Member], split: str) -> tuple[Evaluation, list[Evaluation]]:
+    """Each member's own evaluation, and the ensemble's: the mean of the members' class
+    probabilities, its loss the negative log of that mean at the true class."""
+    from mlplab.config import ConfigError
+
+    probs, own = [], []
+    labels: torch.Tensor | None = None
+    for m in members:
+        m.dm.setup()
+        m.loaded.model.eval()
+        p, y, loss = split_outputs(m.loaded.model, m.dm, split)
+        if labels is not None and not torch.equal(labels, y):
+            raise ConfigError(f"ckpt_path: {m.path} and {members[0].path} are scored on different samples")
+        labels = y
+        probs.append(p.float())
+        own.append(_evaluation(p.float(), y, loss, split, list(m.dm.class_names)))
+    assert labels is not None
+    mean = torch.stack(probs).mean(0)
+    loss = float(-mean.gather(1, labels.long()[:, None]).clamp_min(1e-12).log().mean())
+    return _evaluation(mean, labels, loss, split, list(members[0].dm.class_names)), own
+
+
+def _evaluation(probs: torch.Tensor, y: torch.Tensor, loss: float, split: str, class_names: list[str]) -> Evaluation:
+    cm = confusion_matrix(probs.argmax(1), y, len(class_names))
+    totals = cm.sum(1)
+    per_class = [float(cm[i, i] / totals[i]) if totals[i] else float("nan") for i in range(len(cm))]
+    n = int(totals.sum())
+    return Evaluation(split, n, loss, float(np.trace(cm) / n), per_class, cm, class_names)
+
+
+def run_eval(cfg: Any) -> dict[str, Any]:
+    """`src/eval.py`: metrics of a checkpoint, or of several as an ensemble, printed and
+    written to eval.json."""
+    import json
+
+    from mlplab.config import ConfigError
+
+    paths = _ckpt_paths(cfg)
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)}")
+    precision = _checked_precision(cfg)
+    _set_threads(cfg)
+    members = [_member(cfg, p, precision) for p in paths]
     out = _run_dir() / "eval.json"
-    result = {
-        "checkpoint": str(ckpt_path.resolve()),
-        "checkpoint_epoch": loaded.epoch,
-        "data": data_name,
-        "precision": precision,
-        **ev.as_dict(),
-    }
+    if len(members) == 1:
+        m = members[0]
+        m.dm.setup()
+        ev = evaluate(m.loaded.model, m.dm, cfg.split)
+        result = {"checkpoint": str(m.path.resolve()), "checkpoint_epoch": m.loaded.epoch, "data": m.data_name,
+                  "precision": m.precision, **ev.as_dict()}
+        head = (f"{m.path} (epoch {m.loaded.epoch}) on the {ev.split} split of {m.data_name}: {ev.n} samples, "
+                f"precision {m.precision}")
+    else:
+        _check_ensemble(members, cfg.split)
+        ev, own = _ensemble_evaluation(members, cfg.split)
+        result = {
+            "checkpoints": [{"checkpoint": str(m.path.resolve()), "checkpoint_epoch": m.loaded.epoch,
+                             "precision": m.precision, "accuracy": e.accuracy, "loss": e.loss}
+                            for m, e in zip(members, own, strict=True)],
+            "data": members[0].data_name,
+            **ev.as_dict(),
+        }
+        lines = [f"  {m.path} (epoch {m.loaded.epoch}, precision {m.precision}): accuracy {e.accuracy:.6f}"
+                 for m, e in zip(members, own, strict=True)]
+        head = "\n".join([f"an ensemble of {len(members)} checkpoints (mean class probability) on the {ev.split} "
+                          f"split of {members[0].data_name}: {ev.n} samples", *lines])
     write_atomic(out, json.dumps(result, indent=2) + "\n")
-    head = (f"{ckpt_path} (epoch {loaded.epoch}) on the {ev.split} split of {data_name}: {ev.n} samples, "
-            f"precision {precision}")
     print("\n".join(["", head, "", format_evaluation(ev), "", f"wrote {out}"]), flush=True)
     return result
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import inspection_support as support
 import pytest
+import torch
 
 from conftest import DATA, FAST
 from mlplab.training import train
@@ -121,4 +122,72 @@ def test_a_chosen_data_groups_values_are_checked_as_train_checks_them(mnist_run:
         assert proc.returncode == 1, proc.stdout[-2000:]
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {key}:"), proc.stderr
+        assert not out.exists()
+
+
+def _two_synthetic_runs(make_cfg, tmp_path: Path, second_seed: int) -> tuple[Path, Path]:  # noqa: ANN001
+    """Two tiny runs on seed 3's synthetic problem and hold-out, initialised apart (seed 3 and
+    `second_seed`); with `data.seed` left to follow `seed`, the second has its own hold-out."""
+    paths = []
+    for name, extra in (("a", ["seed=3"]), ("b", [f"seed={second_seed}", "data.seed=3"] if second_seed != 3 else ["seed=3"])):
+        run = tmp_path / name
+        train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "report=false", *FAST, *extra], run_dir=run))
+        paths.append(run / "checkpoints" / "best.ckpt")
+    return paths[0], paths[1]
+
+
+def test_a_list_of_checkpoints_is_scored_by_their_mean_probability(make_cfg, script, tmp_path: Path) -> None:
+    from mlplab import checkpoints
+    from mlplab.evaluation import split_outputs
+
+    a, b = _two_synthetic_runs(make_cfg, tmp_path, second_seed=4)
+    for split in ("test", "val"):
+        out = tmp_path / f"eval_{split}"
+        proc = script("eval.py", f"ckpt_path=[{a},{b}]", f"split={split}", f"hydra.run.dir={out}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        result = json.loads((out / "eval.json").read_text())
+        # The same figures computed here from each member's own probabilities.
+        probs = []
+        for path, member in zip((a, b), result["checkpoints"], strict=True):
+            loaded = checkpoints.load(path)
+            dm = checkpoints.build_datamodule(path, loaded.data)
+            dm.setup()
+            p, y, loss = split_outputs(loaded.model, dm, split)
+            assert member["checkpoint"] == str(path.resolve())
+            assert member["accuracy"] == pytest.approx(float((p.argmax(1) == y).double().mean()), abs=1e-9)
+            assert member["loss"] == pytest.approx(loss, rel=1e-6)
+            probs.append(p)
+        mean = (probs[0] + probs[1]) / 2
+        assert result["accuracy"] == pytest.approx(float((mean.argmax(1) == y).double().mean()), abs=1e-9)
+        assert result["loss"] == pytest.approx(float(-mean[torch.arange(len(y)), y].log().mean()), rel=1e-5)
+        assert result["n"] == len(y) and "checkpoint" not in result
+        assert "an ensemble of 2 checkpoints" in proc.stdout and str(a) in proc.stdout and str(b) in proc.stdout
+    # The two members really differ (else the test above could not tell a mean from one member).
+    first, second = (checkpoints.load(p).model.state_dict() for p in (a, b))
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+def test_an_ensemble_scores_one_hold_out_and_one_dataset_or_refuses_in_one_line(
+    make_cfg, script, mnist_run: Path, tmp_path: Path  # noqa: ANN001
+) -> None:
+    a = tmp_path / "a" / "checkpoints" / "best.ckpt"
+    train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "report=false", *FAST, "seed=3"], run_dir=tmp_path / "a"))
+    other = tmp_path / "o" / "checkpoints" / "best.ckpt"  # seed 5: its own hold-out
+    train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "report=false", *FAST, "seed=5"],
+                   run_dir=tmp_path / "o"))
+    mnist = mnist_run / "checkpoints" / "best.ckpt"
+    cases = [
+        ([a, other], "val", ["held out its validation split with data.seed=5", "data.seed=3", "split=test can"]),
+        ([a, mnist], "test", ["must be trained on the same data", "mnist"]),
+        ([a, a], "test", ["each may be given once"]),
+    ]
+    for paths, split, words in cases:
+        out = tmp_path / "refused"
+        proc = script("eval.py", "ckpt_path=[" + ",".join(map(str, paths)) + "]", f"split={split}",
+                      f"hydra.run.dir={out}", f"paths.data_dir={DATA}")
+        assert proc.returncode == 1, proc.stdout[-2000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ckpt_path"), proc.stderr
+        for word in words:
+            assert word in lines[0], lines[0]
         assert not out.exists()
