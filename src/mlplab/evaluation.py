@@ -419,20 +419,32 @@ class _Member:
 
 
 def _ckpt_paths(cfg: Any) -> list[Path]:
-    """`ckpt_path`: one checkpoint, or a list of them (`ckpt_path=[a.ckpt,b.ckpt]`) scored as
-    an ensemble by their mean class probability."""
+    """`ckpt_path`: one checkpoint, or several scored as an ensemble by their mean class
+    probability: a list (`ckpt_path=[a.ckpt,b.ckpt]`) or a pattern that matches several
+    (`ckpt_path='outputs/multirun/<date>/<time>/*/checkpoints/best.ckpt'`, a sweep's runs)."""
+    import glob
+
     from omegaconf import ListConfig
 
     from mlplab.config import ConfigError
 
     value = cfg.get("ckpt_path")
     if not isinstance(value, (list, tuple, ListConfig)):
-        return [_required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt")]
-    paths = [Path(str(v)).expanduser() for v in value if v not in (None, "")]
-    if len(paths) != len(value) or not paths:
+        value = [str(_required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt"))]
+    elif not value or any(v in (None, "") for v in value):
         raise ConfigError(f"ckpt_path={list(value)!r}: expected checkpoint paths, e.g. ckpt_path=[<run1>/checkpoints/"
                           "best.ckpt,<run2>/checkpoints/best.ckpt]")
-    if len(set(p.resolve() for p in paths)) != len(paths):
+    paths: list[Path] = []
+    for item in map(str, value):
+        item = str(Path(item).expanduser())
+        if glob.has_magic(item) and not Path(item).exists():
+            found = sorted(glob.glob(item))
+            if not found:
+                raise ConfigError(f"ckpt_path={item}: the pattern matches no file")
+            paths += map(Path, found)
+        else:
+            paths.append(Path(item))
+    if len({p.resolve() for p in paths}) != len(paths):
         raise ConfigError(f"ckpt_path: {len(paths)} paths but fewer checkpoints; each may be given once")
     return paths
 

@@ -162,6 +162,15 @@ def test_a_list_of_checkpoints_is_scored_by_their_mean_probability(make_cfg, scr
         assert result["loss"] == pytest.approx(float(-mean[torch.arange(len(y)), y].log().mean()), rel=1e-5)
         assert result["n"] == len(y) and "checkpoint" not in result
         assert "an ensemble of 2 checkpoints" in proc.stdout and str(a) in proc.stdout and str(b) in proc.stdout
+    # A pattern names the same two runs (a sweep's, typically); one that matches nothing is refused.
+    out = tmp_path / "eval_glob"
+    proc = script("eval.py", f"ckpt_path={tmp_path}/?/checkpoints/best.ckpt", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    by_pattern = json.loads((out / "eval.json").read_text())
+    assert [m["checkpoint"] for m in by_pattern["checkpoints"]] == [str(a.resolve()), str(b.resolve())]
+    assert by_pattern["accuracy"] == json.loads((tmp_path / "eval_test" / "eval.json").read_text())["accuracy"]
+    proc = script("eval.py", f"ckpt_path={tmp_path}/nothing/*.ckpt", f"hydra.run.dir={tmp_path / 'none'}")
+    assert proc.returncode == 1 and proc.stderr.strip() == f"error: ckpt_path={tmp_path}/nothing/*.ckpt: the pattern matches no file"
     # The two members really differ (else the test above could not tell a mean from one member).
     first, second = (checkpoints.load(p).model.state_dict() for p in (a, b))
     assert any(not torch.equal(first[k], second[k]) for k in first)
