@@ -1,5 +1,5 @@
-"""Evaluate a checkpoint: `python src/eval.py ckpt_path=<run>/checkpoints/best.ckpt [data=<option>]`
-(see conf/eval.yaml)."""
+"""Evaluate a checkpoint: `python src/eval.py ckpt_path=<run>/checkpoints/best.ckpt [data=<option>]`,
+or several as one ensemble: `ckpt_path=[a.ckpt,b.ckpt]` or a pattern (see conf/eval.yaml)."""
 
 from __future__ import annotations
 

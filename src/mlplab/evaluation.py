@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -438,14 +439,21 @@ def _ckpt_paths(cfg: Any) -> list[Path]:
     for item in map(str, value):
         item = str(Path(item).expanduser())
         if glob.has_magic(item) and not Path(item).exists():
-            found = sorted(glob.glob(item))
+            # A sweep's jobs in their order (2 before 10), not the string order.
+            found = sorted(glob.glob(item), key=lambda f: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f)])
             if not found:
                 raise ConfigError(f"ckpt_path={item}: the pattern matches no file")
             paths += map(Path, found)
         else:
             paths.append(Path(item))
-    if len({p.resolve() for p in paths}) != len(paths):
-        raise ConfigError(f"ckpt_path: {len(paths)} paths but fewer checkpoints; each may be given once")
+    runs: dict[Path, Path] = {}
+    for p in paths:
+        # One checkpoint a run: best.ckpt and last.ckpt of one run would count it twice.
+        same = runs.setdefault(p.resolve().parent, p)
+        if same is not p:
+            what = "is given twice" if same.resolve() == p.resolve() else f"and {same} are checkpoints of one run"
+            raise ConfigError(f"ckpt_path: {p} {what}; an ensemble takes one checkpoint a run "
+                              "(a pattern such as <sweep>/*/checkpoints/best.ckpt takes each run's best)")
     return paths
 
 
@@ -520,24 +528,32 @@ def _names(names: list[str]) -> str:
 
 def _ensemble_evaluation(members: list[_Member], split: str) -> tuple[Evaluation, list[Evaluation]]:
     """Each member's own evaluation, and the ensemble's: the mean of the members' class
-    probabilities, its loss the negative log of that mean at the true class."""
+    probabilities. Losses here are the negative log probability of the true class, the
+    members' too (a member's own eval.py loss is its training loss, label smoothing included)."""
     from mlplab.config import ConfigError
 
     probs, own = [], []
-    labels: torch.Tensor | None = None
+    first: tuple[torch.Tensor, torch.Tensor] | None = None
     for m in members:
         m.dm.setup()
         m.loaded.model.eval()
-        p, y, loss = split_outputs(m.loaded.model, m.dm, split)
-        if labels is not None and not torch.equal(labels, y):
-            raise ConfigError(f"ckpt_path: {m.path} and {members[0].path} are scored on different samples")
-        labels = y
-        probs.append(p.float())
-        own.append(_evaluation(p.float(), y, loss, split, list(m.dm.class_names)))
-    assert labels is not None
+        x, y = m.dm.splits[split]
+        if first is not None and not (torch.equal(first[0], x) and torch.equal(first[1], y)):
+            # Same settings can still mean other samples (a synthetic problem's generation).
+            raise ConfigError(f"ckpt_path: {m.path} is scored on other {split} samples than {members[0].path}; "
+                              "an ensemble's members must be trained on the same data")
+        first = first or (x, y)
+        p = split_outputs(m.loaded.model, m.dm, split)[0].float()
+        m.dm.splits.clear()  # only the first member's samples are kept, for the comparison
+        probs.append(p)
+        own.append(_evaluation(p, y, _nll(p, y), split, list(m.dm.class_names)))
+    assert first is not None
     mean = torch.stack(probs).mean(0)
-    loss = float(-mean.gather(1, labels.long()[:, None]).clamp_min(1e-12).log().mean())
-    return _evaluation(mean, labels, loss, split, list(members[0].dm.class_names)), own
+    return _evaluation(mean, first[1], _nll(mean, first[1]), split, list(members[0].dm.class_names)), own
+
+
+def _nll(probs: torch.Tensor, y: torch.Tensor) -> float:
+    return float(-probs.gather(1, y.long()[:, None]).clamp_min(1e-12).log().mean())
 
 
 def _evaluation(probs: torch.Tensor, y: torch.Tensor, loss: float, split: str, class_names: list[str]) -> Evaluation:

@@ -125,22 +125,18 @@ def test_a_chosen_data_groups_values_are_checked_as_train_checks_them(mnist_run:
         assert not out.exists()
 
 
-def _two_synthetic_runs(make_cfg, tmp_path: Path, second_seed: int) -> tuple[Path, Path]:  # noqa: ANN001
-    """Two tiny runs on seed 3's synthetic problem and hold-out, initialised apart (seed 3 and
-    `second_seed`); with `data.seed` left to follow `seed`, the second has its own hold-out."""
-    paths = []
-    for name, extra in (("a", ["seed=3"]), ("b", [f"seed={second_seed}", "data.seed=3"] if second_seed != 3 else ["seed=3"])):
-        run = tmp_path / name
-        train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "report=false", *FAST, *extra], run_dir=run))
-        paths.append(run / "checkpoints" / "best.ckpt")
-    return paths[0], paths[1]
+def _tiny_synthetic(make_cfg, run: Path, *overrides: str) -> Path:  # noqa: ANN001
+    train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "report=false", *FAST, *overrides], run_dir=run))
+    return run / "checkpoints" / "best.ckpt"
 
 
 def test_a_list_of_checkpoints_is_scored_by_their_mean_probability(make_cfg, script, tmp_path: Path) -> None:
     from mlplab import checkpoints
     from mlplab.evaluation import split_outputs
 
-    a, b = _two_synthetic_runs(make_cfg, tmp_path, second_seed=4)
+    # Seed 3's problem and hold-out, initialised apart.
+    a = _tiny_synthetic(make_cfg, tmp_path / "a", "seed=3")
+    b = _tiny_synthetic(make_cfg, tmp_path / "b", "seed=4", "data.seed=3")
     for split in ("test", "val"):
         out = tmp_path / f"eval_{split}"
         proc = script("eval.py", f"ckpt_path=[{a},{b}]", f"split={split}", f"hydra.run.dir={out}")
@@ -152,10 +148,10 @@ def test_a_list_of_checkpoints_is_scored_by_their_mean_probability(make_cfg, scr
             loaded = checkpoints.load(path)
             dm = checkpoints.build_datamodule(path, loaded.data)
             dm.setup()
-            p, y, loss = split_outputs(loaded.model, dm, split)
+            p, y, _ = split_outputs(loaded.model, dm, split)
             assert member["checkpoint"] == str(path.resolve())
             assert member["accuracy"] == pytest.approx(float((p.argmax(1) == y).double().mean()), abs=1e-9)
-            assert member["loss"] == pytest.approx(loss, rel=1e-6)
+            assert member["loss"] == pytest.approx(float(-p[torch.arange(len(y)), y].log().mean()), rel=1e-5)
             probs.append(p)
         mean = (probs[0] + probs[1]) / 2
         assert result["accuracy"] == pytest.approx(float((mean.argmax(1) == y).double().mean()), abs=1e-9)
@@ -169,34 +165,61 @@ def test_a_list_of_checkpoints_is_scored_by_their_mean_probability(make_cfg, scr
     by_pattern = json.loads((out / "eval.json").read_text())
     assert [m["checkpoint"] for m in by_pattern["checkpoints"]] == [str(a.resolve()), str(b.resolve())]
     assert by_pattern["accuracy"] == json.loads((tmp_path / "eval_test" / "eval.json").read_text())["accuracy"]
-    proc = script("eval.py", f"ckpt_path={tmp_path}/nothing/*.ckpt", f"hydra.run.dir={tmp_path / 'none'}")
-    assert proc.returncode == 1 and proc.stderr.strip() == f"error: ckpt_path={tmp_path}/nothing/*.ckpt: the pattern matches no file"
     # The two members really differ (else the test above could not tell a mean from one member).
     first, second = (checkpoints.load(p).model.state_dict() for p in (a, b))
     assert any(not torch.equal(first[k], second[k]) for k in first)
 
 
-def test_an_ensemble_scores_one_hold_out_and_one_dataset_or_refuses_in_one_line(
-    make_cfg, script, mnist_run: Path, tmp_path: Path  # noqa: ANN001
-) -> None:
-    a = tmp_path / "a" / "checkpoints" / "best.ckpt"
-    train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "report=false", *FAST, "seed=3"], run_dir=tmp_path / "a"))
-    other = tmp_path / "o" / "checkpoints" / "best.ckpt"  # seed 5: its own hold-out
-    train(make_cfg(["data=synthetic", "model.hidden_sizes=[16]", "report=false", *FAST, "seed=5"],
-                   run_dir=tmp_path / "o"))
-    mnist = mnist_run / "checkpoints" / "best.ckpt"
-    cases = [
-        ([a, other], "val", ["held out its validation split with data.seed=5", "data.seed=3", "split=test can"]),
-        ([a, mnist], "test", ["must be trained on the same data", "mnist"]),
-        ([a, a], "test", ["each may be given once"]),
-    ]
-    for paths, split, words in cases:
-        out = tmp_path / "refused"
-        proc = script("eval.py", "ckpt_path=[" + ",".join(map(str, paths)) + "]", f"split={split}",
-                      f"hydra.run.dir={out}", f"paths.data_dir={DATA}")
-        assert proc.returncode == 1, proc.stdout[-2000:]
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ckpt_path"), proc.stderr
-        for word in words:
-            assert word in lines[0], lines[0]
-        assert not out.exists()
+def _refused_in_one_line(script, tmp_path: Path, ckpt_path: str, split: str, words: list[str]) -> None:  # noqa: ANN001
+    """Exit 1, one line naming the key (the first of `words`) and the rest of `words`, no eval directory."""
+    out = tmp_path / "refused"
+    proc = script("eval.py", f"ckpt_path={ckpt_path}", f"split={split}", f"hydra.run.dir={out}", f"paths.data_dir={DATA}")
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {words[0]}"), proc.stderr
+    for word in words[1:]:
+        assert word in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_an_ensemble_scores_one_set_of_samples_or_refuses_in_one_line(make_cfg, script, tmp_path: Path) -> None:
+    a = _tiny_synthetic(make_cfg, tmp_path / "a", "seed=3")
+    other_split = _tiny_synthetic(make_cfg, tmp_path / "o", "seed=5")
+    # Seed 3's labels, drawn from another problem: only the samples themselves tell them apart.
+    other_problem = _tiny_synthetic(make_cfg, tmp_path / "p", "seed=3", "data.separability=3.0")
+    final = _tiny_synthetic(make_cfg, tmp_path / "f", "seed=3", "data.val_size=0").parent / "final.ckpt"
+    last = a.parent / "last.ckpt"
+    for paths, split, words in (
+        (f"[{a},{other_split}]", "val", ["ckpt_path:", "held out its validation split with data.seed=5", "data.seed=3", "split=test can"]),
+        (f"[{a},{other_problem}]", "test", ["ckpt_path:", f"{other_problem} is scored on other test samples than {a}"]),
+        (f"[{a},{final}]", "val", ["split=val:", f"{final} was trained on the whole training set", "use split=test"]),
+        (f"[{a},{a}]", "test", ["ckpt_path:", f"{a} is given twice"]),
+        (f"[{a},{last}]", "test", ["ckpt_path:", f"{last} and {a} are checkpoints of one run"]),
+        (f"{tmp_path}/a/checkpoints/*.ckpt", "test", ["ckpt_path:", "last.ckpt and", "are checkpoints of one run"]),
+        (f"{tmp_path}/nothing/*.ckpt", "test", [f"ckpt_path={tmp_path}/nothing/*.ckpt: the pattern matches no file"]),
+    ):
+        _refused_in_one_line(script, tmp_path, paths, split, words)
+
+
+def test_each_member_is_scored_with_its_own_normalisation(mnist_run: Path, make_cfg, script, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    proc = script("train.py", f"hydra.run.dir={other}", f"paths.data_dir={DATA}", *support.TINY, *support.RUNS["mnist"],
+                  "data.mean=0.5", "data.std=0.5", "report=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    members = [mnist_run / "checkpoints" / "best.ckpt", other / "checkpoints" / "best.ckpt"]
+    alone = []
+    for i, ckpt in enumerate(members):
+        proc = script("eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / f'alone{i}'}", f"paths.data_dir={DATA}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        alone.append(json.loads((tmp_path / f"alone{i}" / "eval.json").read_text())["accuracy"])
+    out = tmp_path / "both"
+    proc = script("eval.py", f"ckpt_path=[{members[0]},{members[1]}]", f"hydra.run.dir={out}", f"paths.data_dir={DATA}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [m["accuracy"] for m in json.loads((out / "eval.json").read_text())["checkpoints"]] == alone
+    # Scored with the first member's normalisation, the second would score otherwise.
+    proc = script("eval.py", f"ckpt_path={members[1]}", f"hydra.run.dir={tmp_path / 'mixed'}", f"paths.data_dir={DATA}",
+                  "data=mnist")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "mixed" / "eval.json").read_text())["accuracy"] != alone[1]
+    _refused_in_one_line(script, tmp_path, f"[{members[0]},{_tiny_synthetic(make_cfg, tmp_path / 's', 'seed=3')}]",
+                         "test", ["ckpt_path:", "must be trained on the same data", "mnist"])
