@@ -91,6 +91,10 @@ from mlplab.config import ConfigError, validate
         (["trainer.precision=foo"], "trainer.precision='foo': expected one of"),
         (["callbacks.early_stopping=null"], "callbacks.model_checkpoint.monitor: cannot be resolved"),
         (["flush_denormal=sometimes"], "flush_denormal='sometimes': expected true or false"),
+        # These read as true in `if cfg.test`: test=no tested, deterministic=yes was not deterministic.
+        (["test=no"], "test='no': expected true or false"),
+        (["report=maybe"], "report='maybe': expected true or false"),
+        (["deterministic=yes"], "deterministic='yes': expected true, false or warn"),
         # Each failed only once training started, with a traceback and a run directory left.
         (["scheduler=plateau", "scheduler.monitor=test/acc"],
          "scheduler.monitor='test/acc': expected one of val/acc_best, val/acc, val/loss"),
@@ -115,6 +119,7 @@ def test_bad_value_names_key_value_and_allowed(make_cfg, overrides, message) -> 
     "overrides",
     [
         [],
+        ["deterministic=warn", "test=false", "report=false"],
         ["optimizer=sgd", "scheduler=cosine"],
         ["optimizer=momentum", "scheduler=onecycle"],
         ["optimizer=adamw", "scheduler=step"],

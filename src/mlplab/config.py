@@ -417,5 +417,9 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
               f"expected one of {', '.join(VAL_METRICS)} (the test set chooses nothing)")
     _check_seed("seed", cfg.get("seed"))
     check_threads(cfg.get("torch_threads"))
-    if not isinstance(cfg.get("flush_denormal", True), bool):
-        _fail("flush_denormal", cfg.get("flush_denormal"), "expected true or false")
+    # A string such as `test=no` would read as true where the code asks `if cfg.test`.
+    for key in ("flush_denormal", "test", "report"):
+        if not isinstance(cfg.get(key, True), bool):
+            _fail(key, cfg.get(key), "expected true or false")
+    if not (isinstance(cfg.get("deterministic", False), bool) or cfg.get("deterministic") == "warn"):
+        _fail("deterministic", cfg.get("deterministic"), "expected true, false or warn (Lightning's deterministic)")
