@@ -372,8 +372,11 @@ def test_bad_resume_checkpoint_is_refused_in_one_line(tmp_path: Path, kind: str)
     out = tmp_path / "run"
     r = run([*SYNTH, "model.hidden_sizes=[48]", f"ckpt_path={ckpt}", f"hydra.run.dir={out}"])
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and str(ckpt) in last
+    lines = r.stderr.strip().splitlines()
+    last = lines[-1]
+    assert last.startswith(f"error: ckpt_path={ckpt}: "), last  # the key the user typed, then the file
+    if kind == "missing":  # refused before the Trainer (and its device lines) is built
+        assert lines == [f"error: ckpt_path={ckpt}: no such file"], r.stderr
     if kind == "other_architecture":
         assert "another network" in last
     assert not (out / "summary.json").exists()

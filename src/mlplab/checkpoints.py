@@ -124,8 +124,8 @@ def _not_torch(path: Path, head: bytes) -> CheckpointError:
     )
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict, loaded with `weights_only=True`; `CheckpointError` otherwise."""
+def existing_file(path: str | Path) -> Path:
+    """`path` if it is a file; `CheckpointError` for a missing path or a directory."""
     p = Path(path).expanduser()
     if not p.exists():
         raise CheckpointError(f"{p}: no such file")
@@ -133,6 +133,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         best = p / "checkpoints" / "best.ckpt"
         hint = f"; did you mean {best}?" if best.is_file() else ""
         raise CheckpointError(f"{p}: is a directory, expected a .ckpt file{hint}")
+    return p
+
+
+def as_key(key: str, err: CheckpointError) -> CheckpointError:
+    """The same refusal, led by the key that named the file (`ckpt_path=…: no such file`)."""
+    return CheckpointError(f"{key}={err}")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, loaded with `weights_only=True`; `CheckpointError` otherwise."""
+    p = existing_file(path)
     try:
         with open(p, "rb") as f:
             head = f.read(8)

@@ -466,7 +466,10 @@ def _member(cfg: Any, ckpt_path: Path, precision: str | None) -> _Member:
     from mlplab import checkpoints
     from mlplab.config import ConfigError, check_data
 
-    loaded = checkpoints.load(ckpt_path)
+    try:
+        loaded = checkpoints.load(ckpt_path)
+    except checkpoints.CheckpointError as err:
+        raise checkpoints.as_key("ckpt_path", err) from None
     if precision is not None:
         loaded.model.use_precision(precision)
     if cfg.get("data") is not None:
@@ -626,6 +629,14 @@ def predict_to_csv(
 
 def run_predict(cfg: Any) -> Path:
     """`src/predict.py`: the class and every class's probability for each input, as CSV."""
+    from omegaconf import ListConfig
+
+    from mlplab import checkpoints
+    from mlplab.config import ConfigError
+
+    if isinstance(cfg.get("ckpt_path"), (list, tuple, ListConfig)):
+        raise ConfigError("ckpt_path: predict.py takes one checkpoint; src/eval.py 'ckpt_path=[a.ckpt,b.ckpt]' "
+                          "scores several as an ensemble")
     ckpt_path = _required_path(cfg, "ckpt_path", "outputs/runs/<date>/<time>/checkpoints/best.ckpt")
     inputs = _required_path(cfg, "inputs", "digit.png, a folder of images, an IDX file or a .npy array")
     precision = _checked_precision(cfg)
@@ -637,7 +648,10 @@ def run_predict(cfg: Any) -> Path:
             raise ConfigError(f"{key}={value!r}: expected an integer ≥ {low}")
     _set_threads(cfg)
     out = _run_dir() / "predictions.csv"
-    ids, probs, names = predict_to_csv(ckpt_path, inputs, out, str(cfg.invert).lower(), cfg.batch_size, precision)
+    try:
+        ids, probs, names = predict_to_csv(ckpt_path, inputs, out, str(cfg.invert).lower(), cfg.batch_size, precision)
+    except checkpoints.CheckpointError as err:
+        raise checkpoints.as_key("ckpt_path", err) from None
 
     conf, pred = probs.max(1)
     shown = min(len(ids), int(cfg.get("show", 10)))

@@ -209,9 +209,12 @@ def _check_resumable(path: str, model: L.LightningModule) -> int:
     """Refuse a checkpoint that is not one, or is for another network, with one line before
     Lightning would fail with a traceback (or unpickle anything: `read_checkpoint` is
     `weights_only`). Returns the checkpoint's global step."""
-    from mlplab.checkpoints import CheckpointError, read_checkpoint
+    from mlplab.checkpoints import CheckpointError, as_key, read_checkpoint
 
-    ckpt = read_checkpoint(path)
+    try:
+        ckpt = read_checkpoint(path)
+    except CheckpointError as err:
+        raise as_key("ckpt_path", err) from None
     state = ckpt["state_dict"]
     # The optimizer's and the schedule's state are restored with the weights, and would
     # silently win over a changed setting (a new lr) or break on another optimizer's state.
@@ -279,6 +282,13 @@ def train(cfg: DictConfig) -> float | None:
     # (docs/speed.md).
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("ckpt_path"):
+        from mlplab.checkpoints import CheckpointError, as_key, existing_file
+
+        try:  # before building the Trainer, whose device lines would come first
+            existing_file(cfg.ckpt_path)
+        except CheckpointError as err:
+            raise as_key("ckpt_path", err) from None
     datamodule, model, trainer = build(cfg)
     refuse_spawned_ranks(trainer)
     if multirun:

@@ -197,8 +197,20 @@ def test_an_ensemble_scores_one_set_of_samples_or_refuses_in_one_line(make_cfg, 
         (f"[{a},{last}]", "test", ["ckpt_path:", f"{last} and {a} are checkpoints of one run"]),
         (f"{tmp_path}/a/checkpoints/*.ckpt", "test", ["ckpt_path:", "last.ckpt and", "are checkpoints of one run"]),
         (f"{tmp_path}/nothing/*.ckpt", "test", [f"ckpt_path={tmp_path}/nothing/*.ckpt: the pattern matches no file"]),
+        (f"{tmp_path}/nothing.ckpt", "test", [f"ckpt_path={tmp_path}/nothing.ckpt: no such file"]),
+        (f"[{a},{tmp_path}/nothing.ckpt]", "test", [f"ckpt_path={tmp_path}/nothing.ckpt: no such file"]),
     ):
         _refused_in_one_line(script, tmp_path, paths, split, words)
+    # predict.py takes one checkpoint, and says so (it reported an existing list as "no such file").
+    out = tmp_path / "predict"
+    proc = script("predict.py", f"ckpt_path=[{a},{other_split}]", f"inputs={a}", f"hydra.run.dir={out}")
+    assert proc.returncode == 1 and not out.exists()
+    assert proc.stderr.strip().splitlines() == [
+        "error: ckpt_path: predict.py takes one checkpoint; src/eval.py 'ckpt_path=[a.ckpt,b.ckpt]' scores several "
+        "as an ensemble"], proc.stderr
+    proc = script("predict.py", f"ckpt_path={tmp_path}/nothing.ckpt", f"inputs={a}", f"hydra.run.dir={out}")
+    assert proc.returncode == 1 and not out.exists()
+    assert proc.stderr.strip().splitlines() == [f"error: ckpt_path={tmp_path}/nothing.ckpt: no such file"], proc.stderr
 
 
 def test_each_member_is_scored_with_its_own_normalisation(mnist_run: Path, make_cfg, script, tmp_path: Path) -> None:

@@ -122,7 +122,7 @@ def test_failing_jobs_are_isolated_listed_and_the_sweep_exits_0(tmp_path: Path) 
     for lr in ("0.05", "1000000.0"):
         row = rows[f"optimizer.lr={lr} ckpt_path=/nonexistent/x.ckpt"]
         assert row["status"] == "failed" and row["rank"] == ""
-        assert row["error"] == "CheckpointError: /nonexistent/x.ckpt: no such file"
+        assert row["error"] == "CheckpointError: ckpt_path=/nonexistent/x.ckpt: no such file"
     assert next(iter(rows.values())) is ok  # failures sort last
     assert "failed: CheckpointError" in (sweep / "leaderboard.md").read_text()
 
