@@ -77,6 +77,14 @@ def test_misspelt_key_names_the_close_match(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_a_trainer_key_that_is_a_model_setting_here_points_to_it(tmp_path: Path) -> None:
+    # Without `+`, Hydra refuses it first; the hint said only "not a config key".
+    r = run([*SYNTH, "trainer.gradient_clip_val=1.0", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert r.returncode == 1 and not (tmp_path / "run").exists()
+    assert r.stderr.strip().splitlines()[-1] == ("hint: 'trainer.gradient_clip_val' is not a config key: clipping is "
+                                                 "a model setting here: use model.gradient_clip_val"), r.stderr
+
+
 def test_resume_shorthand_continues_in_the_same_directory(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert run([*SYNTH, "trainer.max_epochs=2", f"hydra.run.dir={out}"]).returncode == 0

@@ -320,6 +320,15 @@ def _exit(message: str) -> None:
     sys.exit(1)
 
 
+# Lightning Trainer arguments a user may reach for, which mlplab takes elsewhere.
+MOVED_KEYS = {
+    "trainer.gradient_clip_val": "clipping is a model setting here: use model.gradient_clip_val",
+    "trainer.gradient_clip_algorithm": "clipping is a model setting here: use model.gradient_clip_algorithm",
+    "trainer.accumulate_grad_batches": "not supported (the classifier steps its optimizer itself); use a larger "
+                                       "data.batch_size",
+}
+
+
 def key_hints(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
     """For each `a.b=v` override whose key is not in the config, the closest existing key.
     Hydra's own message says only that the key is not in struct."""
@@ -349,7 +358,9 @@ def key_hints(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
             if isinstance(node, DictConfig) and part in node:
                 node = node[part]
                 continue
-            if isinstance(node, DictConfig):
+            if isinstance(node, DictConfig) and key in MOVED_KEYS:
+                hints.append(f"'{key}' is not a config key: {MOVED_KEYS[key]}")
+            elif isinstance(node, DictConfig):
                 close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1)
                 guess = ".".join([*parts[:i], close[0]]) if close else None
                 hints.append(f"'{key}' is not a config key" + (f"; did you mean '{guess}'?" if guess else ""))
