@@ -77,6 +77,16 @@ def test_misspelt_key_names_the_close_match(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_an_option_that_does_not_exist_gets_a_hint_naming_the_options(tmp_path: Path) -> None:
+    # Hydra's own message ends with its search path; the hint names the group's options.
+    for args in ([*SYNTH, "optimizer=adamm"], ["-m", *SYNTH, "optimizer=adam,adamm", f"hydra.sweep.dir={tmp_path / 'sweep'}"]):
+        r = run([*args, f"hydra.run.dir={tmp_path / 'run'}"])
+        assert r.returncode == 1 and not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+        assert r.stderr.strip().splitlines()[-1] == (
+            "hint: 'optimizer=adamm' is not an option of optimizer: adadelta, adagrad, adam, adamw, momentum, "
+            "rmsprop, sgd; did you mean 'optimizer=adam'?"), r.stderr
+
+
 def test_a_trainer_key_that_is_a_model_setting_here_points_to_it(tmp_path: Path) -> None:
     # Without `+`, Hydra refuses it first; the hint said only "not a config key".
     r = run([*SYNTH, "trainer.gradient_clip_val=1.0", f"hydra.run.dir={tmp_path / 'run'}"])

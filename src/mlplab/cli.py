@@ -342,13 +342,26 @@ def key_hints(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
     groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
     keys = [o.split("=", 1)[0] for o in overrides]
     selections = [o for o, k in zip(overrides, keys) if k.lstrip("+~") in groups]
+    hints = []
+    for option in list(selections):
+        # `optimizer=adamm`: Hydra lists its search path; name the options instead.
+        group, value = option.split("=", 1)
+        group = group.lstrip("+~")
+        choices = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+        if any(c in value for c in "()[]{}*$"):  # a sweep function or an interpolation: not parsed here
+            continue
+        missing = [v for v in value.split(",") if v not in choices and v != "null"]
+        if missing:
+            close = difflib.get_close_matches(missing[0], choices, n=1)
+            hints.append(f"'{group}={missing[0]}' is not an option of {group}: {', '.join(choices)}"
+                         + (f"; did you mean '{group}={close[0]}'?" if close else ""))
+            selections.remove(option)
     try:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             base = compose(config_name, overrides=selections)
     except Exception:  # noqa: BLE001 - hints are best effort; Hydra already reported the error
-        return []
-    hints = []
+        return hints
     for key in keys:
         if key.startswith(("+", "~", "hydra")) or key in groups or "/" in key:
             continue
