@@ -67,9 +67,14 @@ def test_resume_continues_at_saved_epoch_and_matches_uninterrupted_run(make_cfg,
     train(make_cfg([*common, "trainer.max_epochs=2"], run_dir=tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 1
+    saved = torch.load(last, weights_only=True)
+    assert 0 < saved["fit_seconds"] <= _summary(tmp_path / "first")["fit_seconds"] + 0.01
+    saved["fit_seconds"] = 1000.0  # so that the whole run's fit time below cannot be this call's
+    torch.save(saved, last)
     train(make_cfg([*common, "trainer.max_epochs=4", f"ckpt_path={last}"], run_dir=tmp_path / "resumed"))
     full, resumed = _summary(tmp_path / "full"), _summary(tmp_path / "resumed")
     assert resumed["epochs"] == 4
+    assert 1000.0 < resumed["fit_seconds"] < 1000.0 + full["fit_seconds"] * 3  # the first call's time, and this one's
     resumed_last = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     full_last = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed_last["epoch"] == full_last["epoch"] == 3

@@ -306,7 +306,7 @@ def train(cfg: DictConfig) -> float | None:
     except ResumeRefused:  # the schedule check: every rank refuses at the same point
         _end_distributed(trainer)
         raise
-    fit_seconds = time.time() - started
+    fit_seconds = time.time() - started + model.fit_seconds_before  # a resumed run's: the whole run's
     if resumed_at is not None and status == "completed" and trainer.global_step == resumed_at:
         # Lightning returns at once; testing again would rewrite the run's summary without
         # its validation figures (no epoch ran to give them).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -127,6 +128,10 @@ class Classifier(L.LightningModule):
         self._direct = False
         self._autocast: torch.dtype | None = None
         self._schedule_length: dict[str, int] = {}  # what configure_optimizers sized the schedule to
+        # Seconds of fitting before this call (from the checkpoint a fit resumes), so that a
+        # resumed run's fit time is the whole run's, not its last call's.
+        self.fit_seconds_before = 0.0
+        self._fit_started: float | None = None
 
         # Training metrics: per-step tensors kept on the device and reduced once per epoch.
         # A per-step `self.log`, metric update or running sum is Python work and a possible
@@ -305,6 +310,7 @@ class Classifier(L.LightningModule):
         return loss
 
     def on_fit_start(self) -> None:
+        self._fit_started = time.time()
         # Lightning's backward and optimizer step dispatch ~6 hooks to every callback: at
         # ~0.5 ms a step that is a quarter of a small MLP's step on a CPU. On one device at
         # 32-bit precision, or bf16 (autocast only, no loss scaler), they do nothing else, so
@@ -338,12 +344,17 @@ class Classifier(L.LightningModule):
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["rng"] = rng
+        since = time.time() - self._fit_started if self._fit_started is not None else 0.0
+        checkpoint["fit_seconds"] = self.fit_seconds_before + since
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         rng = checkpoint.get("rng")
         # Only when a fit resumes: loading a checkpoint to evaluate must not move the caller's
         # generator.
-        if rng is None or self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+        if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        self.fit_seconds_before = float(checkpoint.get("fit_seconds", 0.0))
+        if rng is None:
             return
         torch.set_rng_state(rng["torch"])
         cuda = rng.get("cuda")
