@@ -54,10 +54,10 @@ from mlplab.config import ConfigError, validate
         (["data.data_dir=5"], "data.data_dir=5: expected the path of the data root"),
         (["data.seed=null"], "data.seed=null: expected an integer in [0, 4294967295]"),
         (["data=synthetic", "data.seed=1.5"], "data.seed=1.5: expected an integer in [0, 4294967295]"),
-        (["seed=4294967296"], "data.seed=4294967296: expected an integer in [0, 4294967295]"),
+        (["seed=4294967296"], "seed=4294967296: expected an integer in [0, 4294967295]"),
         (["seed=4294967296", "data.seed=1"], "seed=4294967296: expected an integer in [0, 4294967295]"),
-        (["seed=-1"], "data.seed=-1: expected an integer in [0, 4294967295]"),
-        (["seed=true"], "data.seed=True: expected an integer"),
+        (["seed=-1"], "seed=-1: expected an integer in [0, 4294967295]"),
+        (["seed=true"], "seed=True: expected an integer"),
         (["data=synthetic", "data.eval_batch_size=true"], "data.eval_batch_size=True: expected null or an integer > 0"),
         (["data.tta.shift=-1"], "data.tta.shift=-1: expected an integer in [0, 8]"),
         (["data.tta.hflip=2"], "data.tta.hflip=2: expected true or false"),
@@ -113,6 +113,13 @@ def test_bad_value_names_key_value_and_allowed(make_cfg, overrides, message) -> 
         validate(cfg)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("seed", ["-1", "true", "4294967296"])
+def test_a_bad_seed_is_named_as_typed_not_as_the_data_seed_that_follows_it(make_cfg, seed: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate(make_cfg([f"seed={seed}"]))
+    assert str(err.value).startswith("seed="), str(err.value)
 
 
 @pytest.mark.parametrize(

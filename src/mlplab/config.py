@@ -363,6 +363,7 @@ def validate(cfg: DictConfig, multirun: bool = False, here: bool = True) -> None
 
 
 def _validate(cfg: DictConfig, multirun: bool) -> None:
+    _check_seed("seed", cfg.get("seed"))  # first: data.seed follows it, and would be named instead
     strategy = cfg.trainer.get("strategy")
     if isinstance(strategy, str) and strategy.startswith(_SPAWNING_STRATEGY_PREFIXES):
         _fail("trainer.strategy", strategy, SPAWN_ADVICE)
