@@ -416,7 +416,6 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
     if cfg.get("optimized_metric") not in VAL_METRICS:
         _fail("optimized_metric", cfg.get("optimized_metric"),
               f"expected one of {', '.join(VAL_METRICS)} (the test set chooses nothing)")
-    _check_seed("seed", cfg.get("seed"))
     check_threads(cfg.get("torch_threads"))
     # A string such as `test=no` would read as true where the code asks `if cfg.test`.
     for key in ("flush_denormal", "test", "report"):
