@@ -262,10 +262,11 @@ def check_compatible(loaded: LoadedCheckpoint, dm: TensorDataModule, data_name: 
         )
     if list(dm.class_names) != loaded.class_names:
         raise CheckpointError(
-            f"{loaded.path}: trained on classes {_short(loaded.class_names)}, but data {data_name} "
-            f"has classes {_short(list(dm.class_names))}; evaluate it on the data it was trained on"
+            f"{loaded.path}: trained on classes {short_names(loaded.class_names)}, but data {data_name} "
+            f"has classes {short_names(list(dm.class_names))}; evaluate it on the data it was trained on"
         )
 
 
-def _short(names: list[str]) -> str:
+def short_names(names: list[str]) -> str:
+    """The first class names, for a one-line message."""
     return "[" + ", ".join(names[:4]) + (", …]" if len(names) > 4 else "]")

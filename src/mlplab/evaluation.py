@@ -399,12 +399,20 @@ def _check_same_holdout(data: Mapping[str, Any], trained: Mapping[str, Any], ckp
     own hold-out: any other contains samples it was trained on."""
     from mlplab.config import ConfigError, show
 
-    for key, value in trained.items():
-        if key.startswith("_") or key in _SAME_SAMPLES or key not in data or data[key] == value:
-            continue
+    key = _holdout_difference(data, trained, given_only=True)
+    if key is not None:
         raise ConfigError(f"data.{key}={show(data[key])}: {ckpt_path} held out its validation split with "
-                          f"data.{key}={show(value)}; another hold-out contains samples it was trained on "
+                          f"data.{key}={show(trained[key])}; another hold-out contains samples it was trained on "
                           "(for split=val, leave it as trained)")
+
+
+def _holdout_difference(a: Mapping[str, Any], b: Mapping[str, Any], given_only: bool = False) -> str | None:
+    """The first data key that can change which samples are held out and differs between `a`
+    and `b` (with `given_only`, among the keys `a` sets)."""
+    for key in sorted(set(a) & set(b) if given_only else set(a) | set(b)):
+        if not key.startswith("_") and key not in _SAME_SAMPLES and a.get(key) != b.get(key):
+            return key
+    return None
 
 
 @dataclass
@@ -506,27 +514,23 @@ def _member(cfg: Any, ckpt_path: Path, precision: str | None) -> _Member:
 def _check_ensemble(members: list[_Member], split: str) -> None:
     """An ensemble is scored on one set of samples: the same dataset and classes for every
     member, and for split=val one hold-out that none of them trained on."""
+    from mlplab.checkpoints import short_names
     from mlplab.config import ConfigError, show
 
     first = members[0]
     for m in members[1:]:
         if m.data.get("_target_") != first.data.get("_target_") or m.loaded.class_names != first.loaded.class_names:
-            raise ConfigError(f"ckpt_path: {m.path} scores {m.data_name} with classes {_names(m.loaded.class_names)}, "
-                              f"{first.path} {first.data_name} with {_names(first.loaded.class_names)}; an ensemble's "
+            raise ConfigError(f"ckpt_path: {m.path} scores {m.data_name} with classes {short_names(m.loaded.class_names)}, "
+                              f"{first.path} {first.data_name} with {short_names(first.loaded.class_names)}; an ensemble's "
                               "members must be trained on the same data")
         if split != "val":
             continue
-        for key in sorted(set(first.data) | set(m.data)):
-            if key.startswith("_") or key in _SAME_SAMPLES or first.data.get(key) == m.data.get(key):
-                continue
+        key = _holdout_difference(first.data, m.data)
+        if key is not None:
             raise ConfigError(f"ckpt_path: {m.path} held out its validation split with data.{key}="
                               f"{show(m.data.get(key))}, {first.path} with data.{key}={show(first.data.get(key))}; "
                               "each holds out samples the other trained on, so split=val cannot score them "
                               "together (split=test can)")
-
-
-def _names(names: list[str]) -> str:
-    return "[" + ", ".join(names[:4]) + (", …]" if len(names) > 4 else "]")
 
 
 def _ensemble_evaluation(members: list[_Member], split: str) -> tuple[Evaluation, list[Evaluation]]:
