@@ -242,6 +242,10 @@ def test_a_resume_with_nothing_left_to_train_is_refused_and_the_run_kept(tmp_pat
     r = run([f"resume={out}"])
     assert r.returncode == 1 and "nothing to train, the run already reached trainer.max_epochs=2" in r.stderr
     assert "Traceback" not in r.stderr and _files(out) == before
+    # Named as typed, and refused before the Trainer is built (its device lines came first).
+    assert f"error: resume={out.resolve()}: nothing to train" in r.stderr
+    assert "GPU available" not in r.stderr + r.stdout and "Restoring states" not in r.stderr + r.stdout
+    assert f"resume={out.resolve()}: nothing to train" in (out / "train.log").read_text()
     # Ends inside epoch 0, before its validation: Lightning's early stopping raised for the
     # missing val/loss.
     r = run([*SYNTH, "trainer.max_epochs=3", "+trainer.max_steps=5", f"hydra.run.dir={steps}"])

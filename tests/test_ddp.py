@@ -158,10 +158,12 @@ def test_a_refused_ddp_resume_closes_its_process_group_too(one_rank_ddp, tmp_pat
     from mlplab.config import ResumeRefused
     from mlplab.training import train
 
-    train(one_rank_ddp(["trainer.max_epochs=1"]))
+    # A one-cycle schedule's new length is refused once Lightning has restored the checkpoint,
+    # with the process group up.
+    train(one_rank_ddp(["scheduler=onecycle", "trainer.max_epochs=1"]))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    with pytest.raises(ResumeRefused, match="nothing to train"):
-        train(one_rank_ddp(["trainer.max_epochs=1", f"ckpt_path={last}"]))
+    with pytest.raises(ResumeRefused, match="cannot change the length of its schedule"):
+        train(one_rank_ddp(["scheduler=onecycle", "trainer.max_epochs=2", f"ckpt_path={last}"]))
     assert not dist.is_initialized()
 
 

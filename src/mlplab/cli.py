@@ -59,9 +59,9 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
             raise
         if _resuming is not None and _resuming.untouched():
             # Nothing was trained: the run is put back as it was (in `finally`), not marked failed.
-            _append_to_log(f"refused: {type(err).__name__}: {err}")
+            _append_to_log(f"refused: {type(err).__name__}: {_resuming.as_typed(str(err))}")
             if isinstance(err, _user_errors()) and os.environ.get("HYDRA_FULL_ERROR") != "1":
-                print(f"error: {err}", file=sys.stderr, flush=True)
+                print(f"error: {_resuming.as_typed(str(err))}", file=sys.stderr, flush=True)
                 sys.exit(1)
             raise
         if multirun:
@@ -153,6 +153,13 @@ class _Resume:
         before = {f: (run_dir / f).read_bytes() if (run_dir / f).is_file() else None for f in cls.FILES}
         existing = frozenset(p for p in run_dir.rglob("*") if p.is_file())
         return cls(run_dir, before, (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime, given, existing)
+
+    def as_typed(self, message: str) -> str:
+        """A refusal in the terms of `resume=RUN_DIR`, which the user typed, rather than the
+        `ckpt_path=` it was expanded into."""
+        if self.given is None:
+            return message
+        return message.replace(f"ckpt_path={self.run_dir / 'checkpoints' / 'last.ckpt'}", f"resume={self.run_dir}")
 
     def untouched(self) -> bool:
         last = self.run_dir / "checkpoints" / "last.ckpt"

@@ -205,16 +205,30 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
-def _check_resumable(path: str, model: L.LightningModule) -> int:
-    """Refuse a checkpoint that is not one, or is for another network, with one line before
-    Lightning would fail with a traceback (or unpickle anything: `read_checkpoint` is
-    `weights_only`). Returns the checkpoint's global step."""
-    from mlplab.checkpoints import CheckpointError, as_key, read_checkpoint
+def _refuse_finished(cfg: DictConfig, ckpt: dict[str, Any]) -> None:
+    """A resume whose run already reached the trainer's limit, refused before the Trainer is
+    built (its device and restore lines would come first). Lightning's own test, as in its
+    `_FitLoop.done`: epochs processed against max_epochs, optimizer steps against max_steps."""
+    max_steps = cfg.trainer.get("max_steps", -1)
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is None:  # Lightning's default
+        max_epochs = 1000 if max_steps == -1 else -1
+    processed = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed")
+    if max_steps != -1 and int(ckpt.get("global_step", 0)) >= max_steps:
+        limit = f"trainer.max_steps={max_steps}"
+    elif max_epochs != -1 and processed is not None and processed >= max_epochs:
+        limit = f"trainer.max_epochs={max_epochs}"
+    else:
+        return
+    raise ResumeRefused(_nothing_to_train(cfg.ckpt_path, limit))
 
-    try:
-        ckpt = read_checkpoint(path)
-    except CheckpointError as err:
-        raise as_key("ckpt_path", err) from None
+
+def _check_resumable(path: str, ckpt: dict[str, Any], model: L.LightningModule) -> int:
+    """Refuse a checkpoint for another network, or with another optimizer or schedule, with
+    one line before Lightning would fail with a traceback or silently restore the old state.
+    `ckpt` comes from `read_checkpoint` (`weights_only`). Returns its global step."""
+    from mlplab.checkpoints import CheckpointError
+
     state = ckpt["state_dict"]
     # The optimizer's and the schedule's state are restored with the weights, and would
     # silently win over a changed setting (a new lr) or break on another optimizer's state.
@@ -239,12 +253,14 @@ def _check_resumable(path: str, model: L.LightningModule) -> int:
     return int(ckpt.get("global_step", 0))
 
 
-def _nothing_to_train(path: str, trainer: L.Trainer) -> str:
-    """Why a resume ended without a step: its run already reached the trainer's limit."""
+def _limit_reached(trainer: L.Trainer) -> str:
     if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
-        limit = f"trainer.max_steps={trainer.max_steps}"
-    else:
-        limit = f"trainer.max_epochs={trainer.max_epochs}"
+        return f"trainer.max_steps={trainer.max_steps}"
+    return f"trainer.max_epochs={trainer.max_epochs}"
+
+
+def _nothing_to_train(path: str, limit: str) -> str:
+    """Why a resume would end without a step: its run already reached the trainer's limit."""
     return (f"ckpt_path={path}: nothing to train, the run already reached {limit}; give a larger "
             f"{limit.split('=')[0]} to continue it (src/eval.py ckpt_path=... tests a checkpoint again)")
 
@@ -282,19 +298,22 @@ def train(cfg: DictConfig) -> float | None:
     # (docs/speed.md).
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True)
+    ckpt: dict[str, Any] = {}
     if cfg.get("ckpt_path"):
-        from mlplab.checkpoints import CheckpointError, as_key, existing_file
+        from mlplab.checkpoints import CheckpointError, as_key, existing_file, read_checkpoint
 
         try:  # before building the Trainer, whose device lines would come first
             existing_file(cfg.ckpt_path)
+            ckpt = read_checkpoint(cfg.ckpt_path)
         except CheckpointError as err:
             raise as_key("ckpt_path", err) from None
+        _refuse_finished(cfg, ckpt)
     datamodule, model, trainer = build(cfg)
     refuse_spawned_ranks(trainer)
     if multirun:
         refuse_relaunch(trainer)
     warn_slow_precision(trainer)
-    resumed_at = _check_resumable(cfg.ckpt_path, model) if cfg.get("ckpt_path") else None
+    resumed_at = _check_resumable(cfg.ckpt_path, ckpt, model) if cfg.get("ckpt_path") else None
 
     started = time.time()
     status, error = "completed", None
@@ -311,7 +330,7 @@ def train(cfg: DictConfig) -> float | None:
         # Lightning returns at once; testing again would rewrite the run's summary without
         # its validation figures (no epoch ran to give them).
         _end_distributed(trainer)
-        raise ResumeRefused(_nothing_to_train(cfg.ckpt_path, trainer))
+        raise ResumeRefused(_nothing_to_train(cfg.ckpt_path, _limit_reached(trainer)))
 
     ckpt = _checkpoint_callback(trainer)
     best_path = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
