@@ -449,6 +449,10 @@ def _ckpt_paths(cfg: Any) -> list[Path]:
         if glob.has_magic(item) and not Path(item).exists():
             # A sweep's jobs in their order (2 before 10), not the string order.
             found = sorted(glob.glob(item), key=lambda f: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f)])
+            if not found and item.startswith("[") and item.endswith("]") and "," in item:
+                # Hydra reads a quoted list ('[a,b]' inside the shell's quotes) as one string.
+                raise ConfigError(f"ckpt_path={item}: a string, not a list (quoted for Hydra?); give the list "
+                                  f"unquoted inside the shell's quotes: 'ckpt_path={item}'")
             if not found:
                 raise ConfigError(f"ckpt_path={item}: the pattern matches no file")
             paths += map(Path, found)

@@ -197,6 +197,8 @@ def test_an_ensemble_scores_one_set_of_samples_or_refuses_in_one_line(make_cfg, 
         (f"[{a},{last}]", "test", ["ckpt_path:", f"{last} and {a} are checkpoints of one run"]),
         (f"{tmp_path}/a/checkpoints/*.ckpt", "test", ["ckpt_path:", "last.ckpt and", "are checkpoints of one run"]),
         (f"{tmp_path}/nothing/*.ckpt", "test", [f"ckpt_path={tmp_path}/nothing/*.ckpt: the pattern matches no file"]),
+        # Quoted for Hydra, the list is one string, which reads as a glob character class.
+        (f"'[{a},{other_split}]'", "test", [f"ckpt_path=[{a},{other_split}]: a string, not a list"]),
         (f"{tmp_path}/nothing.ckpt", "test", [f"ckpt_path={tmp_path}/nothing.ckpt: no such file"]),
         (f"[{a},{tmp_path}/nothing.ckpt]", "test", [f"ckpt_path={tmp_path}/nothing.ckpt: no such file"]),
     ):
