@@ -336,9 +336,11 @@ MOVED_KEYS = {
 }
 
 
-def key_hints(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
-    """For each `a.b=v` override whose key is not in the config, the closest existing key.
-    Hydra's own message says only that the key is not in struct."""
+def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
+    """One message for each override Hydra cannot place: an `a.b=v` whose key is not in the
+    config (with the closest key), or a group option that does not exist (with the group's
+    options). Hydra's own messages take several lines and suggest `+a.b=v`, which would only
+    move the failure to the constructor."""
     import difflib
 
     from hydra import compose, initialize_config_dir
@@ -349,9 +351,8 @@ def key_hints(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
     groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
     keys = [o.split("=", 1)[0] for o in overrides]
     selections = [o for o, k in zip(overrides, keys) if k.lstrip("+~") in groups]
-    hints = []
+    messages = []
     for option in list(selections):
-        # `optimizer=adamm`: Hydra lists its search path; name the options instead.
         group, value = option.split("=", 1)
         group = group.lstrip("+~")
         choices = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
@@ -360,17 +361,20 @@ def key_hints(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
         missing = [v for v in value.split(",") if v not in choices and v != "null"]
         if missing:
             close = difflib.get_close_matches(missing[0], choices, n=1)
-            hints.append(f"'{group}={missing[0]}' is not an option of {group}: {', '.join(choices)}"
-                         + (f"; did you mean '{group}={close[0]}'?" if close else ""))
+            messages.append(f"{group}={missing[0]}: not an option of {group}: {', '.join(choices)}"
+                            + (f"; did you mean {group}={close[0]}?" if close else ""))
             selections.remove(option)
     try:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             base = compose(config_name, overrides=selections)
-    except Exception:  # noqa: BLE001 - hints are best effort; Hydra already reported the error
-        return hints
-    for key in keys:
-        if key.startswith(("+", "~", "hydra")) or key in groups or "/" in key:
+    except Exception:  # noqa: BLE001 - Hydra reports what composing cannot do
+        return messages
+    finally:
+        GlobalHydra.instance().clear()
+    added = {k.lstrip("+") for k in keys if k.startswith("+")}
+    for override, key in zip(overrides, keys):
+        if key.startswith(("+", "~", "hydra")) or key in groups or key in added or "/" in key or "@" in key:
             continue
         node: object = base
         parts = key.split(".")
@@ -379,24 +383,28 @@ def key_hints(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
                 node = node[part]
                 continue
             if isinstance(node, DictConfig) and key in MOVED_KEYS:
-                hints.append(f"'{key}' is not a config key: {MOVED_KEYS[key]}")
+                messages.append(f"{override}: not a config key: {MOVED_KEYS[key]}")
             elif isinstance(node, DictConfig):
                 close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1)
                 guess = ".".join([*parts[:i], close[0]]) if close else None
-                hints.append(f"'{key}' is not a config key" + (f"; did you mean '{guess}'?" if guess else ""))
+                messages.append(f"{override}: not a config key" + (f"; did you mean {guess}?" if guess else ""))
             break
-    return hints
+    return messages
 
 
 def run_entry_point(main: Callable[[], object], conf_dir: Path, config_name: str, resume: bool = True) -> None:
-    """Call a `@hydra.main` function (with `resume=` expanded, for training), adding
-    close-match hints to Hydra's error for a misspelt key."""
+    """Call a `@hydra.main` function (with `resume=` expanded, for training), after refusing
+    in one line each override Hydra could not place."""
     if resume:
         sys.argv = resume_argv(sys.argv)
-    try:
-        main()
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            for hint in key_hints(sys.argv, conf_dir, config_name):
-                print(f"hint: {hint}", file=sys.stderr, flush=True)
-        raise
+    if "--config-path" in sys.argv:  # resume=: the run's saved config
+        conf_dir = Path(sys.argv[sys.argv.index("--config-path") + 1])
+        config_name = sys.argv[sys.argv.index("--config-name") + 1]
+    if os.environ.get("HYDRA_FULL_ERROR") != "1":
+        messages = unknown_overrides(sys.argv, conf_dir, config_name)
+        sweep = "sweep not started: " if {"-m", "--multirun"} & set(sys.argv) else ""  # as preflight's
+        for message in messages:
+            print(f"error: {sweep}{message}", file=sys.stderr, flush=True)
+        if messages:
+            sys.exit(1)
+    main()
