@@ -418,3 +418,14 @@ def test_bad_resume_checkpoint_is_refused_in_one_line(tmp_path: Path, kind: str)
     if kind == "other_architecture":
         assert "another network" in last
     assert not (out / "summary.json").exists()
+
+
+def test_options_from_a_users_own_config_dir_are_not_refused(tmp_path: Path) -> None:
+    # The one-line check sees only conf/; Hydra also searches --config-dir.
+    mine = tmp_path / "conf" / "optimizer"
+    mine.mkdir(parents=True)
+    (mine / "myadam.yaml").write_text("_target_: torch.optim.Adam\n_partial_: true\nlr: 0.01\n")
+    r = run(["--config-dir", str(tmp_path / "conf"), *SYNTH, "optimizer=myadam", "trainer.max_epochs=1",
+             f"hydra.run.dir={tmp_path / 'run'}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert summary(tmp_path / "run")["status"] == "completed"

@@ -400,7 +400,11 @@ def run_entry_point(main: Callable[[], object], conf_dir: Path, config_name: str
     if "--config-path" in sys.argv:  # resume=: the run's saved config
         conf_dir = Path(sys.argv[sys.argv.index("--config-path") + 1])
         config_name = sys.argv[sys.argv.index("--config-name") + 1]
-    if os.environ.get("HYDRA_FULL_ERROR") != "1":
+    # Other config sources (a user's --config-dir, -cp, hydra.searchpath) may hold keys and
+    # options this check cannot see: Hydra checks those alone.
+    elsewhere = any(a.startswith(("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name",
+                                  "hydra.searchpath", "+hydra.searchpath")) for a in sys.argv[1:])
+    if os.environ.get("HYDRA_FULL_ERROR") != "1" and not (elsewhere and _resuming is None):
         messages = unknown_overrides(sys.argv, conf_dir, config_name)
         sweep = "sweep not started: " if {"-m", "--multirun"} & set(sys.argv) else ""  # as preflight's
         for message in messages:
