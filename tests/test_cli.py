@@ -262,6 +262,11 @@ def test_a_resume_with_nothing_left_to_train_is_refused_and_the_run_kept(tmp_pat
     assert f"error: resume={out.resolve()}: nothing to train" in r.stderr
     assert "GPU available" not in r.stderr + r.stdout and "Restoring states" not in r.stderr + r.stdout
     assert f"resume={out.resolve()}: nothing to train" in (out / "train.log").read_text()
+    # ckpt_path= into a new directory: named as typed, and no directory left.
+    new = tmp_path / "new"
+    r = run([*SYNTH, "trainer.max_epochs=2", f"ckpt_path={out}/checkpoints/last.ckpt", f"hydra.run.dir={new}"])
+    assert r.returncode == 1 and f"error: ckpt_path={out}/checkpoints/last.ckpt: nothing to train" in r.stderr
+    assert not new.exists() and _files(out) == before
     # Ends inside epoch 0, before its validation: Lightning's early stopping raised for the
     # missing val/loss.
     r = run([*SYNTH, "trainer.max_epochs=3", "+trainer.max_steps=5", f"hydra.run.dir={steps}"])

@@ -298,22 +298,21 @@ def train(cfg: DictConfig) -> float | None:
     # (docs/speed.md).
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))
     L.seed_everything(cfg.seed, workers=True)
-    ckpt: dict[str, Any] = {}
+    resumed: dict[str, Any] = {}  # the checkpoint a ckpt_path= resumes
     if cfg.get("ckpt_path"):
-        from mlplab.checkpoints import CheckpointError, as_key, existing_file, read_checkpoint
+        from mlplab.checkpoints import CheckpointError, as_key, read_checkpoint
 
         try:  # before building the Trainer, whose device lines would come first
-            existing_file(cfg.ckpt_path)
-            ckpt = read_checkpoint(cfg.ckpt_path)
+            resumed = read_checkpoint(cfg.ckpt_path)
         except CheckpointError as err:
             raise as_key("ckpt_path", err) from None
-        _refuse_finished(cfg, ckpt)
+        _refuse_finished(cfg, resumed)
     datamodule, model, trainer = build(cfg)
     refuse_spawned_ranks(trainer)
     if multirun:
         refuse_relaunch(trainer)
     warn_slow_precision(trainer)
-    resumed_at = _check_resumable(cfg.ckpt_path, ckpt, model) if cfg.get("ckpt_path") else None
+    resumed_at = _check_resumable(cfg.ckpt_path, resumed, model) if cfg.get("ckpt_path") else None
 
     started = time.time()
     status, error = "completed", None
