@@ -434,3 +434,32 @@ def test_options_from_a_users_own_config_dir_are_not_refused(tmp_path: Path) -> 
              f"hydra.run.dir={tmp_path / 'run'}"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert summary(tmp_path / "run")["status"] == "completed"
+
+
+def test_a_resume_keeps_its_data_and_its_hold_out(tmp_path: Path) -> None:
+    # Both were accepted: the best score so far (and best.ckpt, the one to beat) stayed the
+    # other data's, or validation scored samples the run had trained on.
+    out, new = tmp_path / "run", tmp_path / "new"
+    assert run([*SYNTH, "trainer.max_epochs=1", f"hydra.run.dir={out}"]).returncode == 0
+    before = _files(out)
+    r = run([f"resume={out}", "seed=5", "trainer.max_epochs=2"])
+    assert _one_error(r) == (f"error: resume={out.resolve()}: data.seed=5 here, 42 in the checkpoint; a resumed run "
+                             "keeps its validation hold-out (another would contain samples it has trained on)")
+    r = run([*SYNTH, "data.separability=3.0", "trainer.max_epochs=2", f"ckpt_path={out}/checkpoints/last.ckpt",
+             f"hydra.run.dir={new}"])
+    assert "error: " in r.stderr and "data.separability=3.0 here, 0.5 in the checkpoint" in r.stderr.splitlines()[-1]
+    assert r.returncode == 1 and not new.exists() and _files(out) == before
+    # Another batch size leaves the samples as they are.
+    r = run([f"resume={out}", "data.batch_size=32", "trainer.max_epochs=2"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    if not (have_data("mnist") and have_data("fashion")):
+        pytest.skip("MNIST or Fashion-MNIST not provisioned (make data)")
+    mnist = tmp_path / "mnist"
+    tiny = [*QUIET, "model.hidden_sizes=[16]", "trainer.limit_train_batches=2", "report=false"]
+    assert run([*tiny, "trainer.max_epochs=1", f"hydra.run.dir={mnist}"]).returncode == 0
+    r = run([*tiny, "data=fashion", "trainer.max_epochs=2", f"ckpt_path={mnist}/checkpoints/last.ckpt",
+             f"hydra.run.dir={new}"])
+    assert r.returncode == 1 and not new.exists()
+    assert r.stderr.splitlines()[-1] == (f"error: ckpt_path={mnist}/checkpoints/last.ckpt: trained on MNISTDataModule, "
+                                         "this config has FashionMNISTDataModule; a resumed run keeps its data (start "
+                                         "a new run, without ckpt_path, for other data)")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlplab.data.base import TensorDataModule
+from mlplab.data.base import TensorDataModule, holdout_difference
 from mlplab.models.classifier import Classifier
 
 SPLITS = ("test", "val")
@@ -389,30 +389,16 @@ def _checked_precision(cfg: Any) -> str | None:
     return None if chosen is None else str(chosen)
 
 
-# Data keys that leave the split's samples as they are; every other one can change which
-# samples form the hold-out (its size, the seed, a synthetic problem's generation).
-_SAME_SAMPLES = ("batch_size", "eval_batch_size", "batches_per_call", "data_dir", "mean", "std", "augment", "tta")
-
-
 def _check_same_holdout(data: Mapping[str, Any], trained: Mapping[str, Any], ckpt_path: Path) -> None:
     """`split=val` with a data group named on the command line must score the checkpoint's
     own hold-out: any other contains samples it was trained on."""
     from mlplab.config import ConfigError, show
 
-    key = _holdout_difference(data, trained, given_only=True)
+    key = holdout_difference(data, trained, given_only=True)
     if key is not None:
         raise ConfigError(f"data.{key}={show(data[key])}: {ckpt_path} held out its validation split with "
                           f"data.{key}={show(trained[key])}; another hold-out contains samples it was trained on "
                           "(for split=val, leave it as trained)")
-
-
-def _holdout_difference(a: Mapping[str, Any], b: Mapping[str, Any], given_only: bool = False) -> str | None:
-    """The first data key that can change which samples are held out and differs between `a`
-    and `b` (with `given_only`, among the keys `a` sets)."""
-    for key in sorted(set(a) & set(b) if given_only else set(a) | set(b)):
-        if not key.startswith("_") and key not in _SAME_SAMPLES and a.get(key) != b.get(key):
-            return key
-    return None
 
 
 @dataclass
@@ -529,7 +515,7 @@ def _check_ensemble(members: list[_Member], split: str) -> None:
                               "members must be trained on the same data")
         if split != "val":
             continue
-        key = _holdout_difference(first.data, m.data)
+        key = holdout_difference(first.data, m.data)
         if key is not None:
             raise ConfigError(f"ckpt_path: {m.path} held out its validation split with data.{key}="
                               f"{show(m.data.get(key))}, {first.path} with data.{key}={show(first.data.get(key))}; "

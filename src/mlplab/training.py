@@ -240,6 +240,7 @@ def _check_resumable(path: str, ckpt: dict[str, Any], model: L.LightningModule) 
             raise CheckpointError(
                 f"ckpt_path={path}: {changed}; a resumed run keeps the optimizer and schedule it "
                 "was trained with (their state is restored); start a new run to change them")
+    _check_same_data(path, saved.get("data"), model.hparams.get("data"))
     ours = model.state_dict()
     for key, tensor in ours.items():
         theirs = state.get(key)
@@ -251,6 +252,28 @@ def _check_resumable(path: str, ckpt: dict[str, Any], model: L.LightningModule) 
                 "(resume=RUN_DIR does that)"
             )
     return int(ckpt.get("global_step", 0))
+
+
+def _check_same_data(path: str, theirs: Any, mine: Any) -> None:
+    """A resumed run keeps its data and its hold-out: on other data the best score so far (and
+    the best checkpoint, kept as the one to beat) would be another dataset's; with another
+    hold-out, validation would score samples the run has trained on."""
+    from mlplab.checkpoints import CheckpointError
+    from mlplab.config import show
+    from mlplab.data.base import holdout_difference
+
+    if not isinstance(theirs, dict) or not isinstance(mine, dict):  # a checkpoint from before the record
+        return
+    if theirs.get("_target_") != mine.get("_target_"):
+        name = lambda d: str(d.get("_target_")).rsplit(".", 1)[-1]  # noqa: E731
+        raise CheckpointError(
+            f"ckpt_path={path}: trained on {name(theirs)}, this config has {name(mine)}; a resumed run "
+            "keeps its data (start a new run, without ckpt_path, for other data)")
+    key = holdout_difference(mine, theirs)
+    if key is not None:
+        raise CheckpointError(
+            f"ckpt_path={path}: data.{key}={show(mine.get(key))} here, {show(theirs.get(key))} in the checkpoint; "
+            "a resumed run keeps its validation hold-out (another would contain samples it has trained on)")
 
 
 def _limit_reached(trainer: L.Trainer) -> str:

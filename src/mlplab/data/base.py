@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -124,3 +125,17 @@ def seeded_split(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.T
     """Indices (keep, holdout) of a seeded random hold-out of `holdout` items out of `n`."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[holdout:].sort().values, order[:holdout].sort().values
+
+
+# Data keys that leave the splits' samples as they are; every other one can change which
+# samples form the hold-out (its size, the seed, a synthetic problem's generation).
+SAME_SAMPLES = ("batch_size", "eval_batch_size", "batches_per_call", "data_dir", "mean", "std", "augment", "tta")
+
+
+def holdout_difference(a: Mapping[str, Any], b: Mapping[str, Any], given_only: bool = False) -> str | None:
+    """The first data key that can change which samples are held out and differs between the
+    data configs `a` and `b` (with `given_only`, among the keys both set)."""
+    for key in sorted(set(a) & set(b) if given_only else set(a) | set(b)):
+        if not key.startswith("_") and key not in SAME_SAMPLES and a.get(key) != b.get(key):
+            return key
+    return None
