@@ -135,3 +135,19 @@ def test_a_strategy_that_cannot_run_in_a_multirun_is_refused_before_the_sweep(sw
     cfg = sweep_cfg(["data=synthetic"], params={"trainer": "cpu,ddp"})
     with pytest.raises(preflight.PreflightError, match=r"^trainer.strategy='ddp': cannot run inside a Hydra multirun"):
         preflight.check(cfg, loader(), provision_data=False)
+
+
+def test_optuna_counts_and_a_value_that_replaces_a_searched_key_are_refused(sweep_cfg: Compose) -> None:
+    # n_trials=0 ended in Optuna's traceback; `model.hidden_sizes=[16]` trained [16] in every
+    # trial while the leaderboard named the sampled widths.
+    for key in ("n_trials", "n_jobs"):
+        cfg = sweep_cfg(["sweep=optuna_mlp", "data=synthetic", f"hydra.sweeper.{key}=0"])
+        with pytest.raises(preflight.PreflightError, match=rf"^hydra.sweeper.{key}=0: expected an integer ≥ 1$"):
+            preflight.check(cfg, loader(), provision_data=False)
+    cfg = sweep_cfg(["sweep=optuna_mlp", "data=synthetic", "model.hidden_sizes=[16]"])
+    with pytest.raises(preflight.PreflightError,
+                       match=r"^model.hidden_sizes=\[16\]: the sweep searches model.hidden_sizes.0, which this value"):
+        preflight.check(cfg, loader(), provision_data=False)
+    # A group selection sets no value, and a searched key may be fixed itself (Optuna drops it).
+    cfg = sweep_cfg(["sweep=optuna_mlp", "data=synthetic", "optimizer=adam", "model.hidden_sizes.0=16"])
+    assert preflight.check(cfg, loader(), provision_data=False) > 0

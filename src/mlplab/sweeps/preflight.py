@@ -121,6 +121,31 @@ def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[
         hc.cfg = saved
 
 
+def _check_optuna_counts(sweeper: DictConfig) -> None:
+    """n_trials=0 ended in Optuna's "No trials are completed yet" traceback."""
+    if "optuna" not in str(sweeper.get("_target_", "")):
+        return
+    for key in ("n_trials", "n_jobs"):
+        value = sweeper.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise PreflightError(f"hydra.sweeper.{key}={value!r}: expected an integer ≥ 1")
+
+
+def _check_shadowed(overrides: Sequence[Override], groups: set[str]) -> None:
+    """A fixed value for a key above a searched one (`model.hidden_sizes=[16]` while the sweep
+    searches `model.hidden_sizes.0`) is applied after it in every job: the jobs would all train
+    the fixed value while the leaderboard names the searched one."""
+    fixed = {o.get_key_element().lstrip("+~"): o for o in overrides if not o.is_sweep_override()}
+    fixed = {k: o for k, o in fixed.items() if k not in groups}  # `optimizer=adam` selects, it sets no value
+    searched = [o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()]
+    for key, o in fixed.items():
+        below = [s for s in searched if s.startswith(key + ".") and s not in fixed]
+        if below:
+            raise PreflightError(
+                f"{key}={o.get_value_element_as_str()}: the sweep searches {below[0]}, which this value would replace "
+                f"in every job; fix {below[0]} itself ({below[0]}=...), or leave {key} to the sweep")
+
+
 def check(config: DictConfig, loader: object, provision_data: bool = True) -> int:
     """Raise PreflightError for the first job that would fail on its config or its data;
     return how many job configs were checked."""
@@ -130,6 +155,8 @@ def check(config: DictConfig, loader: object, provision_data: bool = True) -> in
         overrides = OverridesParser.create(config_loader=loader).parse_overrides(args)  # type: ignore[arg-type]
     except Exception as err:  # noqa: BLE001
         raise PreflightError(f"sweep parameters: {one_line(err)}") from None
+    _check_optuna_counts(config.hydra.sweeper)
+    _check_shadowed(overrides, set(config.hydra.runtime.get("choices") or {}))
     jobs, complete = planned_jobs(config, overrides)
     datasets: set[tuple[str, str]] = set()
     for job in jobs:
