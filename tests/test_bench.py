@@ -26,7 +26,12 @@ from mlplab import bench
         # These used to fail in the child after other variants had run, printing its traceback,
         # or (trainer=gpu) to be overridden silently and benchmark the CPU.
         (["--set", "data.batches_per_call=0"], "--set: data.batches_per_call=0: expected an integer > 0"),
-        (["--set", "foo.bar=1"], "--set: Could not override 'foo.bar'"),
+        (["--set", "foo.bar=1"], "--set: foo.bar=1: not a config key"),
+        # A misspelt key was "fixed by the bench"; the epochs pointed to other options.
+        (["--set", "model.dropuot=0.1"], "--set: model.dropuot=0.1: not a config key; did you mean model.dropout?"),
+        (["--set", "trainer.max_epochs=2"], "the bench fixes trainer.max_epochs (the same model, optimizer, batch size, "
+                                            "epochs, device and precision in every variant); use --epochs"),
+        (["--set", "foo"], "--set foo: expected KEY=VALUE"),
         (["--set", "trainer=gpu"], "--set=trainer=gpu: the bench fixes trainer"),
         (["--set", "model.dropout=0.5"], "--set=model.dropout=0.5: the bench fixes model.dropout"),
         # Only the mlplab variant would have run at bf16, against 32-bit loops.

@@ -211,13 +211,22 @@ def check_overrides(overrides: list[str], batch_size: int, epochs: int, data_dir
                     precision: str = "32-true") -> str | None:
     """Why `--set` cannot run (one line), or None: checked before any variant runs, as
     src/train.py checks its command line."""
+    from mlplab.cli import unknown_overrides
     from mlplab.config import ConfigError, validate
 
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        return f"--set {bad[0]}: expected KEY=VALUE, a Hydra override such as data.batches_per_call=1"
+    unknown = unknown_overrides(["bench", *overrides], ROOT / "conf", "train")
+    if unknown:  # a misspelt key is not one the bench fixes
+        return f"--set: {unknown[0]}"
     for o in overrides:
         key = o.lstrip("+~").split("=", 1)[0].strip()
         if key in FIXED or key.split(".")[0] in FIXED_GROUPS:
-            return (f"--set={o}: the bench fixes {key} (the same model, optimizer, batch size, device and precision "
-                    "in every variant); use --batch-sizes, --device or --precision")
+            option = {"trainer.max_epochs": "--epochs", "data.batch_size": "--batch-sizes",
+                      "trainer.precision": "--precision"}.get(key, "--batch-sizes, --epochs, --device or --precision")
+            return (f"--set={o}: the bench fixes {key} (the same model, optimizer, batch size, epochs, device and "
+                    f"precision in every variant); use {option}")
     try:
         validate(_compose(batch_size, epochs, data_dir, device, Path("unused"), overrides, precision))
     except ConfigError as err:
