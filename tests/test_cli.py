@@ -463,3 +463,12 @@ def test_a_resume_keeps_its_data_and_its_hold_out(tmp_path: Path) -> None:
     assert r.stderr.splitlines()[-1] == (f"error: ckpt_path={mnist}/checkpoints/last.ckpt: trained on MNISTDataModule, "
                                          "this config has FashionMNISTDataModule; a resumed run keeps its data (start "
                                          "a new run, without ckpt_path, for other data)")
+
+
+def test_a_refused_run_leaves_no_folder_for_its_day(tmp_path: Path) -> None:
+    r = run([*SYNTH, "model.dropout=1.5", f"paths.output_root={tmp_path}"])
+    assert _one_error(r) == "error: model.dropout=1.5: expected a value in [0, 1)"
+    assert not any((tmp_path / "runs").iterdir())  # runs/<date>/ was left behind, empty
+    r = run_python(["src/eval.py", f"ckpt_path={tmp_path}/none.ckpt", f"paths.output_root={tmp_path}"])
+    assert _one_error(r) == f"error: ckpt_path={tmp_path}/none.ckpt: no such file"
+    assert not any((tmp_path / "evals").iterdir())

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import traceback
@@ -120,7 +121,7 @@ def _remove_refused_new_run(err: BaseException) -> bool:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
     if isinstance(err, ResumeRefused) and _new_run_dir == run_dir:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        _remove_run_dir(run_dir)
         return True
     return False
 
@@ -130,9 +131,20 @@ def _remove_empty_run_dir() -> bool:
     run_dir = Path(hc.runtime.output_dir)
     log_file = f"{hc.job.name}.log"
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", log_file}:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        _remove_run_dir(run_dir)
         return True
     return False
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    """The run directory, and the day's folder above it (`runs/<date>/<time>`) if the run was
+    all it held."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name):
+        try:
+            run_dir.parent.rmdir()  # only if empty
+        except OSError:
+            pass
 
 
 @dataclass
