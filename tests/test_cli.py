@@ -472,3 +472,10 @@ def test_a_refused_run_leaves_no_folder_for_its_day(tmp_path: Path) -> None:
     r = run_python(["src/eval.py", f"ckpt_path={tmp_path}/none.ckpt", f"paths.output_root={tmp_path}"])
     assert _one_error(r) == f"error: ckpt_path={tmp_path}/none.ckpt: no such file"
     assert not any((tmp_path / "evals").iterdir())
+
+
+def test_a_key_of_an_unselected_group_asks_for_the_group(tmp_path: Path) -> None:
+    # eval.py has no data group unless one is chosen: "not a config key" did not say so.
+    r = run_python(["src/eval.py", f"ckpt_path={tmp_path}/x.ckpt", "data.tta.shift=1", f"paths.output_root={tmp_path}"])
+    assert _one_error(r) == ("error: data.tta.shift=1: no data group is selected here; choose one first "
+                             "(data=<option> data.tta.shift=1; options: fashion, mnist, synthetic)")

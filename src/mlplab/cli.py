@@ -396,6 +396,10 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
                 continue
             if isinstance(node, DictConfig) and key in MOVED_KEYS:
                 messages.append(f"{override}: not a config key: {MOVED_KEYS[key]}")
+            elif i == 0 and part in groups:  # e.g. eval.py's data group, unset by default
+                choices = ", ".join(sorted(p.stem for p in (conf_dir / part).glob("*.yaml")))
+                messages.append(f"{override}: no {part} group is selected here; choose one first "
+                                f"({part}=<option> {override}; options: {choices})")
             elif isinstance(node, DictConfig):
                 close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1)
                 guess = ".".join([*parts[:i], close[0]]) if close else None
