@@ -192,6 +192,14 @@ def test_a_reused_sweep_dir_is_refused_before_any_job(tmp_path: Path) -> None:
     r = run(args)
     assert r.returncode == 1 and "holds another sweep's jobs already (2: 0, 1)" in r.stderr
     assert _files(sweep) == before
+    # Each kind of directory named as what it holds (a run was "another sweep's jobs (1: .)",
+    # a sweep "another run").
+    r = run([*SYNTH, f"hydra.run.dir={sweep}"])
+    assert r.returncode == 1 and f"error: hydra.run.dir={sweep}: holds a sweep's jobs already;" in r.stderr
+    single = sweep / "0"
+    r = run([*args[:-1], f"hydra.sweep.dir={single}"])
+    assert r.returncode == 1 and f"error: hydra.sweep.dir={single}: holds a run already, which this sweep" in r.stderr
+    assert _files(sweep) == before
 
 
 def test_a_failed_resume_leaves_the_run_as_it_was(tmp_path: Path) -> None:

@@ -286,7 +286,9 @@ class RunDirGuard(Callback):
         if _named(config, "hydra.run.dir"):
             if not _claim(run_dir) and any(run_dir.iterdir()):
                 resumable = self.continues_runs and (run_dir / "checkpoints" / "last.ckpt").is_file()
-                _exit(f"hydra.run.dir={run_dir}: holds another run already; choose another directory"
+                sweep = any(d != run_dir for d in find_job_dirs(run_dir))
+                what = "a sweep's jobs" if sweep and not resumable else "another run"
+                _exit(f"hydra.run.dir={run_dir}: holds {what} already; choose another directory"
                       + (f", or resume={run_dir} to continue that run" if resumable else ""))
             _new_run_dir = run_dir
         else:
@@ -300,6 +302,9 @@ class RunDirGuard(Callback):
             return
         _claim(sweep_dir)
         jobs = [str(d.relative_to(sweep_dir)) for d in find_job_dirs(sweep_dir)]
+        if jobs == ["."]:
+            _exit(f"hydra.sweep.dir={sweep_dir}: holds a run already, which this sweep would overwrite; choose "
+                  "another hydra.sweep.dir")
         if jobs:
             _exit(f"hydra.sweep.dir={sweep_dir}: holds another sweep's jobs already ({len(jobs)}: "
                   f"{', '.join(jobs[:5])}{', ...' if len(jobs) > 5 else ''}), which this sweep would "
