@@ -329,6 +329,11 @@ def test_resume_refuses_a_changed_optimizer_and_applies_a_new_patience(tmp_path:
     r = run([f"resume={out}", "optimizer.lr=0.5"])  # restored optimizer state would override it
     assert r.returncode == 1 and "optimizer.lr=0.5 here, 0.001 in the checkpoint" in r.stderr
     assert _files(out) == before
+    # A whole group is named by its class (its config dict was printed).
+    r = run([*SYNTH, "scheduler=cosine", "trainer.max_epochs=10", f"ckpt_path={out}/checkpoints/last.ckpt",
+             f"hydra.run.dir={tmp_path / 'new'}"])
+    assert r.returncode == 1 and ": scheduler: CosineAnnealingLR here, none in the checkpoint; a resumed run" in r.stderr
+    assert not (tmp_path / "new").exists() and _files(out) == before
     r = run([f"resume={out}", "trainer.max_epochs=5", "callbacks.early_stopping.patience=100"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert summary(out)["epochs"] == 5  # Lightning restored patience 1 and stopped at once

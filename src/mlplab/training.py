@@ -293,7 +293,17 @@ def _first_difference(theirs: Any, mine: Any, key: str) -> str:
         for k in [*theirs, *(k for k in mine if k not in theirs)]:
             if theirs.get(k) != mine.get(k):
                 return _first_difference(theirs.get(k), mine.get(k), f"{key}.{k}")
+    if isinstance(theirs, dict) or isinstance(mine, dict):  # a whole group: its class, not its dict
+        return f"{key}: {_brief(mine)} here, {_brief(theirs)} in the checkpoint"
     return f"{key}={mine!r} here, {theirs!r} in the checkpoint"
+
+
+def _brief(group: Any) -> str:
+    """An optimizer or scheduler config by its class (a scheduler's is one level down)."""
+    if not isinstance(group, dict):
+        return "none" if group is None else repr(group)
+    target = group.get("_target_") or (group.get("scheduler") or {}).get("_target_")
+    return str(target).rsplit(".", 1)[-1] if target else repr(group)
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
