@@ -174,6 +174,6 @@ def test_eval_cli_on_a_good_checkpoint(tmp_path: Path, good: Path) -> None:
     proc = _eval(good, tmp_path / "ok")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "ok" / "eval.json").read_text())
-    assert result["n"] == 100 and result["split"] == "test" and result["data"] == "SyntheticDataModule"
+    assert result["n"] == 100 and result["split"] == "test" and result["data"] == "synthetic"
     assert f"accuracy   {result['accuracy']:.6f}" in proc.stdout
     assert "confusion matrix" in proc.stdout

@@ -351,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(table(curves, args.patience, args.patience_metric))
-    print(f"\nwrote {out} ({len(runs)} runs)")
+    print(f"\nwrote {out} ({len(runs)} run{'s' if len(runs) != 1 else ''})")
     return 0
 
 

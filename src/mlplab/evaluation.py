@@ -491,7 +491,8 @@ def _member(cfg: Any, ckpt_path: Path, precision: str | None) -> _Member:
             if cfg.split == "val":
                 _check_same_holdout(data, loaded.data, ckpt_path)
     dm = checkpoints.build_datamodule(ckpt_path, data, data_dir)
-    data_name = data_name or getattr(dm, "dataset", "") or type(dm).__name__
+    # As the data group's option is called (mnist, fashion, synthetic), not by its class.
+    data_name = data_name or getattr(dm, "dataset", "") or type(dm).__name__.removesuffix("DataModule").lower()
     checkpoints.check_compatible(loaded, dm, data_name)
     if cfg.split == "val" and not dm.has_validation:
         raise ConfigError(
@@ -652,5 +653,6 @@ def run_predict(cfg: Any) -> Path:
     width = max(len(i) for i in ids[:shown]) if shown else 0
     lines = [f"  {ids[i]:<{width}}  {names[pred[i]]}  ({float(conf[i]):.3f})" for i in range(shown)]
     more = [f"  … and {len(ids) - shown} more"] if len(ids) > shown else []
-    print("\n".join([f"{len(ids)} predictions from {ckpt_path}:", *lines, *more, f"wrote {out}"]), flush=True)
+    head = [f"{len(ids)} predictions from {ckpt_path}" + (":" if lines else "")]
+    print("\n".join([*head, *lines, *([] if not lines else more), f"wrote {out}"]), flush=True)
     return out

@@ -65,6 +65,11 @@ def test_png_folder_via_cli_matches_forward_pass(mnist_run: Path, test_images, e
     assert [int(r["predicted"]) for r in rows] == expected[0].tolist()
     probs = np.array([[float(r[str(d)]) for d in range(10)] for r in rows])
     np.testing.assert_allclose(probs, expected[1], atol=2e-6)
+    # show=0 lists none: it said "N predictions …:" then "… and N more".
+    proc = script("predict.py", f"ckpt_path={mnist_run}/checkpoints/best.ckpt", f"inputs={folder}", "show=0",
+                  f"hydra.run.dir={tmp_path / 'quiet'}")
+    assert proc.returncode == 0 and "more" not in proc.stdout
+    assert f"{N} predictions from {mnist_run}/checkpoints/best.ckpt\nwrote " in proc.stdout
 
 
 def test_npy_and_idx_match_forward_pass(mnist_run: Path, test_images, expected, tmp_path: Path) -> None:
