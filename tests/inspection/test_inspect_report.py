@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -115,6 +116,12 @@ def test_event_files_without_curves_are_one_line_error(tmp_path: Path, synthetic
     fit.write_bytes(fit.read_bytes()[:30])
     _assert_refused_writing_nothing(_inspect(run_dir), run_dir,
                                     "none of train/loss, train/acc, val/loss, val/acc in its TensorBoard event files")
+    # The same files from a run that diverged in its first epoch: said so, not "truncated?".
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.update(status="diverged", error="NonFiniteLossError: non-finite training loss (nan) at epoch 0")
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    _assert_refused_writing_nothing(_inspect(run_dir), run_dir, "the run diverged before its first epoch's figures, "
+                                    "so there are no curves to plot; its summary.json: NonFiniteLossError")
 
 
 def test_a_panel_without_curves_says_so_despite_the_best_epoch_line() -> None:

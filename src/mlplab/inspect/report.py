@@ -119,6 +119,10 @@ def _curves_figure(run_dir: Path, summary: dict[str, Any]) -> Figure:
     if not any(curves.values()):
         # A truncated event file reads as one that ends early: an empty figure would pass for a report.
         tags = sorted(t for t in scalars if t != "epoch")
+        status = summary.get("status")
+        if status in ("diverged", "failed"):
+            raise ReportError(f"{run_dir}: the run {status} before its first epoch's figures, so there are no "
+                              f"curves to plot; its summary.json: {summary.get('error') or 'no error recorded'}")
         raise ReportError(f"{run_dir}: none of {', '.join(CURVE_TAGS)} in its TensorBoard event files "
                           f"(truncated?); tags logged: {', '.join(tags) or 'none'}")
     epochs = [e for tag in curves.values() for e, _ in tag]
