@@ -45,6 +45,15 @@ def test_bad_arguments_are_refused_with_the_argument_named(args: list[str], mess
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_set_takes_hydra_deletions() -> None:
+    import torch
+
+    from mlplab import bench
+
+    assert bench.check_overrides(["~logger.tensorboard"], 128, 4, str(DATA), torch.device("cpu")) is None
+
+
+
 def test_out_under_a_file_is_refused_before_any_work(tmp_path) -> None:  # noqa: ANN001
     (tmp_path / "results").write_text("not a directory")
     out = tmp_path / "results" / "bench.json"

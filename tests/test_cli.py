@@ -195,7 +195,7 @@ def test_a_reused_sweep_dir_is_refused_before_any_job(tmp_path: Path) -> None:
     # Each kind of directory named as what it holds (a run was "another sweep's jobs (1: .)",
     # a sweep "another run").
     r = run([*SYNTH, f"hydra.run.dir={sweep}"])
-    assert r.returncode == 1 and f"error: hydra.run.dir={sweep}: holds a sweep's jobs already;" in r.stderr
+    assert r.returncode == 1 and f"error: hydra.run.dir={sweep}: holds other runs already;" in r.stderr
     single = sweep / "0"
     r = run([*args[:-1], f"hydra.sweep.dir={single}"])
     assert r.returncode == 1 and f"error: hydra.sweep.dir={single}: holds a run already, which this sweep" in r.stderr
@@ -282,6 +282,7 @@ def test_a_resume_with_nothing_left_to_train_is_refused_and_the_run_kept(tmp_pat
     assert torch.load(steps / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
     r = run([f"resume={steps}", "trainer.max_epochs=5"])
     assert r.returncode == 1 and "already reached trainer.max_steps=5; give a larger trainer.max_steps" in r.stderr
+    assert "Restoring states" not in r.stdout + r.stderr  # refused before the Trainer was built
 
 
 def test_ctrl_c_in_a_resume_drops_the_summary_of_the_call_before(tmp_path: Path) -> None:
@@ -492,3 +493,41 @@ def test_a_key_of_an_unselected_group_asks_for_the_group(tmp_path: Path) -> None
     r = run_python(["src/eval.py", f"ckpt_path={tmp_path}/x.ckpt", "data.tta.shift=1", f"paths.output_root={tmp_path}"])
     assert _one_error(r) == ("error: data.tta.shift=1: no data group is selected here; choose one first "
                              "(data=<option> data.tta.shift=1; options: fashion, mnist, synthetic)")
+
+
+def test_the_one_line_check_lets_every_valid_override_through() -> None:
+    # Each of these was refused, or crashed, in a first version of the check.
+    from mlplab.cli import unknown_overrides
+
+    conf = ROOT / "conf"
+    for argv in (["trainer.default_root_dir=/tmp/x"],  # its default is ${hydra:...}: read, it raised
+                 ["-m", "optimizer=adam, sgd"], ['optimizer="sgd"'],  # Hydra's grammar, not split(",")
+                 ["-m", "optimizer=glob(ad*)"], ["-m", "optimizer=choice(adam,sgd)"],
+                 ["-sc", "install=bash"], ["--cfg", "job", "data=synthetic"],  # a flag's value is no override
+                 ["+trainer.max_time=null", "trainer.max_time=00:00:01:00"], ["~callbacks.early_stopping"],
+                 ["experiment=fashion_best", "data.augment.erase=0.2"], ["-m", "sweep=lr_dropout", "seed=1,2"]):
+        assert unknown_overrides(["train.py", *argv], conf, "train") == [], argv
+    # One message for a missing option, not a second for its keys checked against another option.
+    assert unknown_overrides(["train.py", "optimizer=sgdd", "optimizer.momentum=0.9"], conf, "train") == [
+        "optimizer=sgdd: not an option of optimizer: adadelta, adagrad, adam, adamw, momentum, rmsprop, sgd; "
+        "did you mean optimizer=sgd?"]
+    # A Lightning Trainer argument that conf/trainer does not list is added with +, as Hydra said.
+    assert unknown_overrides(["train.py", "trainer.max_steps=5"], conf, "train") == [
+        "trainer.max_steps=5: not in conf/trainer; a Lightning Trainer argument is added with +: +trainer.max_steps=5"]
+
+
+def test_hydra_flags_still_work(tmp_path: Path) -> None:
+    r = run(["-sc", "install=bash"])
+    assert r.returncode == 0 and "hydra_bash_completion" in r.stdout, r.stderr[-2000:]
+    r = run(["--config-path", str(ROOT / "conf"), "--cfg", "job", "data=synthetic"])
+    assert r.returncode == 0 and "SyntheticDataModule" in r.stdout, r.stderr[-2000:]
+
+
+def test_a_validated_run_may_be_continued_as_a_final_fit(tmp_path: Path) -> None:
+    # Its hold-out is trained on from then on, and nothing validates: no samples to keep apart.
+    out, final = tmp_path / "run", tmp_path / "final"
+    assert run([*SYNTH, "trainer.max_epochs=1", f"hydra.run.dir={out}"]).returncode == 0
+    r = run([*SYNTH, "trainer.max_epochs=2", "data.val_size=0", "callbacks.early_stopping=null",
+             f"ckpt_path={out}/checkpoints/last.ckpt", f"hydra.run.dir={final}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert summary(final)["epochs"] == 2 and not summary(final)["validation"]

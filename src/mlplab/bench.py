@@ -214,7 +214,7 @@ def check_overrides(overrides: list[str], batch_size: int, epochs: int, data_dir
     from mlplab.cli import unknown_overrides
     from mlplab.config import ConfigError, validate
 
-    bad = [o for o in overrides if "=" not in o]
+    bad = [o for o in overrides if "=" not in o and not o.startswith("~")]  # `~key` deletes: no value
     if bad:
         return f"--set {bad[0]}: expected KEY=VALUE, a Hydra override such as data.batches_per_call=1"
     unknown = unknown_overrides(["bench", *overrides], ROOT / "conf", "train")

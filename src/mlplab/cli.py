@@ -137,10 +137,11 @@ def _remove_empty_run_dir() -> bool:
 
 
 def _remove_run_dir(run_dir: Path) -> None:
-    """The run directory, and the day's folder above it (`runs/<date>/<time>`) if the run was
-    all it held."""
+    """The run directory, and for the default one the day's folder above it
+    (`runs/<date>/<time>`) if the run was all it held."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name):
+    named = any(override_key(str(o)) == "hydra.run.dir" for o in HydraConfig.get().overrides.hydra)
+    if not named and re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name):
         try:
             run_dir.parent.rmdir()  # only if empty
         except OSError:
@@ -286,8 +287,8 @@ class RunDirGuard(Callback):
         if _named(config, "hydra.run.dir"):
             if not _claim(run_dir) and any(run_dir.iterdir()):
                 resumable = self.continues_runs and (run_dir / "checkpoints" / "last.ckpt").is_file()
-                sweep = any(d != run_dir for d in find_job_dirs(run_dir))
-                what = "a sweep's jobs" if sweep and not resumable else "another run"
+                nested = any(d != run_dir for d in find_job_dirs(run_dir))
+                what = "other runs" if nested and not resumable else "another run"
                 _exit(f"hydra.run.dir={run_dir}: holds {what} already; choose another directory"
                       + (f", or resume={run_dir} to continue that run" if resumable else ""))
             _new_run_dir = run_dir
@@ -353,34 +354,72 @@ MOVED_KEYS = {
 }
 
 
+# Hydra's flags that take a value: the value is not an override, even with an `=` in it
+# (`-sc install=bash`).
+_FLAGS_WITH_VALUE = ("-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name", "-cd",
+                     "--config-dir", "-c", "--cfg", "-p", "--package", "-i", "--info", "--experimental-rerun")
+
+
+def _override_args(argv: list[str]) -> list[str]:
+    args: list[str] = []
+    skip = False
+    for a in argv[1:]:
+        if skip:
+            skip = False
+        elif a in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not a.startswith("-"):
+            args.append(a)
+    return args
+
+
+def _trainer_argument(name: str) -> bool:
+    import inspect
+
+    import lightning as L
+
+    return name in inspect.signature(L.Trainer.__init__).parameters
+
+
 def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
-    """One message for each override Hydra cannot place: an `a.b=v` whose key is not in the
-    config (with the closest key), or a group option that does not exist (with the group's
-    options). Hydra's own messages take several lines and suggest `+a.b=v`, which would only
-    move the failure to the constructor."""
+    """One message for each override Hydra cannot place: a key that is not in the config
+    (with the closest key), or a group option that does not exist (with the group's options).
+    Hydra's own messages take several lines, end with its search path, and suggest `+a.b=v`,
+    which for most keys only moves the failure to the constructor. Best effort: whatever
+    this cannot parse or compose is left to Hydra."""
     import difflib
 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import DictConfig
 
-    overrides = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(_override_args(argv))
+    except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
+        return []
     groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
-    keys = [o.split("=", 1)[0] for o in overrides]
-    selections = [o for o, k in zip(overrides, keys) if k.lstrip("+~") in groups]
-    messages = []
-    for option in list(selections):
-        group, value = option.split("=", 1)
-        group = group.lstrip("+~")
+    messages: list[str] = []
+    selections: list[str] = []
+    bad_groups: set[str] = set()
+    for o in parsed:
+        group = o.key_or_group
+        if group not in groups or o.is_delete() or (o.is_sweep_override() and not o.is_discrete_sweep()):
+            continue  # a glob of options is Hydra's to expand
         choices = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
-        if any(c in value for c in "()[]{}*$"):  # a sweep function or an interpolation: not parsed here
+        try:
+            raw = list(o.sweep_iterator()) if o.is_discrete_sweep() else [o.value()]
+            values = ["null" if v is None else str(v) for v in raw]  # unquoted: optimizer="sgd" is sgd
+        except Exception:  # noqa: BLE001 - a range, a glob, an interpolation: not checked here
             continue
-        missing = [v for v in value.split(",") if v not in choices and v != "null"]
+        missing = [v for v in values if v not in choices and v != "null"]
         if missing:
             close = difflib.get_close_matches(missing[0], choices, n=1)
             messages.append(f"{group}={missing[0]}: not an option of {group}: {', '.join(choices)}"
                             + (f"; did you mean {group}={close[0]}?" if close else ""))
-            selections.remove(option)
+            bad_groups.add(group)  # its keys would be checked against another option
+        elif not o.is_sweep_override():
+            selections.append(o.input_line or f"{group}={values[0]}")
     try:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
@@ -389,15 +428,18 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
         return messages
     finally:
         GlobalHydra.instance().clear()
-    added = {k.lstrip("+") for k in keys if k.startswith("+")}
-    for override, key in zip(overrides, keys):
-        if key.startswith(("+", "~", "hydra")) or key in groups or key in added or "/" in key or "@" in key:
-            continue
-        node: object = base
+    added = {o.key_or_group for o in parsed if o.is_add() or o.is_force_add()}
+    for o in parsed:
+        key = o.key_or_group
         parts = key.split(".")
+        if (o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None or key in groups
+                or key in added or parts[0] in bad_groups or key.startswith("hydra") or "/" in key):
+            continue
+        node: Any = base
+        override = o.input_line or key
         for i, part in enumerate(parts):
             if isinstance(node, DictConfig) and part in node:
-                node = node[part]
+                node = node._get_node(part)  # the node, not its value: `${hydra:...}` resolves only in a run
                 continue
             if isinstance(node, DictConfig) and key in MOVED_KEYS:
                 messages.append(f"{override}: not a config key: {MOVED_KEYS[key]}")
@@ -405,6 +447,9 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
                 choices = ", ".join(sorted(p.stem for p in (conf_dir / part).glob("*.yaml")))
                 messages.append(f"{override}: no {part} group is selected here; choose one first "
                                 f"({part}=<option> {override}; options: {choices})")
+            elif isinstance(node, DictConfig) and i == 1 and parts[0] == "trainer" and _trainer_argument(part):
+                messages.append(f"{override}: not in conf/trainer; a Lightning Trainer argument is added with +: "
+                                f"+{override}")
             elif isinstance(node, DictConfig):
                 close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1)
                 guess = ".".join([*parts[:i], close[0]]) if close else None
@@ -418,14 +463,15 @@ def run_entry_point(main: Callable[[], object], conf_dir: Path, config_name: str
     in one line each override Hydra could not place."""
     if resume:
         sys.argv = resume_argv(sys.argv)
-    if "--config-path" in sys.argv:  # resume=: the run's saved config
-        conf_dir = Path(sys.argv[sys.argv.index("--config-path") + 1])
-        config_name = sys.argv[sys.argv.index("--config-name") + 1]
+    if _resuming is not None:  # resume=: the run's saved config
+        conf_dir = _resuming.run_dir / ".hydra"
+        config_name = "config"
     # Other config sources (a user's --config-dir, -cp, hydra.searchpath) may hold keys and
-    # options this check cannot see: Hydra checks those alone.
+    # options this check cannot see; shell completion is not a run. Hydra checks those alone.
     elsewhere = any(a.startswith(("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name",
-                                  "hydra.searchpath", "+hydra.searchpath")) for a in sys.argv[1:])
-    if os.environ.get("HYDRA_FULL_ERROR") != "1" and not (elsewhere and _resuming is None):
+                                  "hydra.searchpath", "+hydra.searchpath", "-sc", "--shell-completion"))
+                    for a in sys.argv[1:])
+    if os.environ.get("HYDRA_FULL_ERROR") != "1" and (_resuming is not None or not elsewhere):
         messages = unknown_overrides(sys.argv, conf_dir, config_name)
         sweep = "sweep not started: " if {"-m", "--multirun"} & set(sys.argv) else ""  # as preflight's
         for message in messages:

@@ -212,7 +212,7 @@ def _refuse_finished(cfg: DictConfig, ckpt: dict[str, Any]) -> None:
     max_steps = cfg.trainer.get("max_steps", -1)
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is None:  # Lightning's default
-        max_epochs = 1000 if max_steps == -1 else -1
+        max_epochs = 1000 if max_steps == -1 and cfg.trainer.get("max_time") is None else -1
     processed = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("processed")
     if max_steps != -1 and int(ckpt.get("global_step", 0)) >= max_steps:
         limit = f"trainer.max_steps={max_steps}"
@@ -269,6 +269,8 @@ def _check_same_data(path: str, theirs: Any, mine: Any) -> None:
         raise CheckpointError(
             f"ckpt_path={path}: trained on {name(theirs)}, this config has {name(mine)}; a resumed run "
             "keeps its data (start a new run, without ckpt_path, for other data)")
+    if mine.get("val_size") == 0:  # a final fit: no hold-out to keep, its samples are trained on now
+        mine, theirs = ({k: v for k, v in d.items() if k not in ("val_size", "seed")} for d in (mine, theirs))
     key = holdout_difference(mine, theirs)
     if key is not None:
         raise CheckpointError(
@@ -346,6 +348,7 @@ def train(cfg: DictConfig) -> float | None:
         refuse_relaunch(trainer)
     warn_slow_precision(trainer)
     resumed_at = _check_resumable(cfg.ckpt_path, resumed, model) if cfg.get("ckpt_path") else None
+    del resumed  # Lightning reads the file again; the optimizer state need not stay in memory
 
     started = time.time()
     status, error = "completed", None

@@ -151,3 +151,10 @@ def test_optuna_counts_and_a_value_that_replaces_a_searched_key_are_refused(swee
     # A group selection sets no value, and a searched key may be fixed itself (Optuna drops it).
     cfg = sweep_cfg(["sweep=optuna_mlp", "data=synthetic", "optimizer=adam", "model.hidden_sizes.0=16"])
     assert preflight.check(cfg, loader(), provision_data=False) > 0
+    # The basic sweeper applies its overrides in the order given: a fixed list before the
+    # searched entry is the way to sweep one layer of another network.
+    cfg = sweep_cfg(["data=synthetic"], params={"model.hidden_sizes": "[16,16]", "model.hidden_sizes.0": "8,32"})
+    assert preflight.check(cfg, loader(), provision_data=False) == 2
+    cfg = sweep_cfg(["data=synthetic"], params={"model.hidden_sizes.0": "8,32", "model.hidden_sizes": "[16,16]"})
+    with pytest.raises(preflight.PreflightError, match=r"^model.hidden_sizes=\[16,16\]: the sweep searches"):
+        preflight.check(cfg, loader(), provision_data=False)

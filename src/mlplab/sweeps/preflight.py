@@ -131,19 +131,23 @@ def _check_optuna_counts(sweeper: DictConfig) -> None:
             raise PreflightError(f"hydra.sweeper.{key}={value!r}: expected an integer ≥ 1")
 
 
-def _check_shadowed(overrides: Sequence[Override], groups: set[str]) -> None:
+def _check_shadowed(overrides: Sequence[Override], groups: set[str], optuna: bool) -> None:
     """A fixed value for a key above a searched one (`model.hidden_sizes=[16]` while the sweep
-    searches `model.hidden_sizes.0`) is applied after it in every job: the jobs would all train
-    the fixed value while the leaderboard names the searched one."""
-    fixed = {o.get_key_element().lstrip("+~"): o for o in overrides if not o.is_sweep_override()}
-    fixed = {k: o for k, o in fixed.items() if k not in groups}  # `optimizer=adam` selects, it sets no value
-    searched = [o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()]
-    for key, o in fixed.items():
-        below = [s for s in searched if s.startswith(key + ".") and s not in fixed]
-        if below:
-            raise PreflightError(
-                f"{key}={o.get_value_element_as_str()}: the sweep searches {below[0]}, which this value would replace "
-                f"in every job; fix {below[0]} itself ({below[0]}=...), or leave {key} to the sweep")
+    searches `model.hidden_sizes.0`) that the jobs apply after it: every job would train the
+    fixed value while the leaderboard names the searched one. Optuna applies fixed values
+    last; the basic sweeper in the order given (params, then the command line)."""
+    for i, o in enumerate(overrides):
+        key = o.get_key_element().lstrip("+~")
+        if o.is_sweep_override() or key in groups:  # `optimizer=adam` selects, it sets no value
+            continue
+        fixed = {x.get_key_element().lstrip("+~") for x in overrides if not x.is_sweep_override()}
+        for j, x in enumerate(overrides):
+            searched = x.get_key_element().lstrip("+~")
+            if (x.is_sweep_override() and searched.startswith(key + ".") and searched not in fixed
+                    and (optuna or j < i)):
+                raise PreflightError(
+                    f"{key}={o.get_value_element_as_str()}: the sweep searches {searched}, which this value would "
+                    f"replace in every job; fix {searched} itself ({searched}=...), or leave {key} to the sweep")
 
 
 def check(config: DictConfig, loader: object, provision_data: bool = True) -> int:
@@ -156,7 +160,8 @@ def check(config: DictConfig, loader: object, provision_data: bool = True) -> in
     except Exception as err:  # noqa: BLE001
         raise PreflightError(f"sweep parameters: {one_line(err)}") from None
     _check_optuna_counts(config.hydra.sweeper)
-    _check_shadowed(overrides, set(config.hydra.runtime.get("choices") or {}))
+    _check_shadowed(overrides, set(config.hydra.runtime.get("choices") or {}),
+                    "optuna" in str(config.hydra.sweeper.get("_target_", "")))
     jobs, complete = planned_jobs(config, overrides)
     datasets: set[tuple[str, str]] = set()
     for job in jobs:
