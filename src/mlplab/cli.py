@@ -473,7 +473,9 @@ def run_entry_point(main: Callable[[], object], conf_dir: Path, config_name: str
                     for a in sys.argv[1:])
     if os.environ.get("HYDRA_FULL_ERROR") != "1" and (_resuming is not None or not elsewhere):
         messages = unknown_overrides(sys.argv, conf_dir, config_name)
-        sweep = "sweep not started: " if {"-m", "--multirun"} & set(sys.argv) else ""  # as preflight's
+        # As preflight's; conf/sweep's options start a multirun without -m.
+        multirun = {"-m", "--multirun"} & set(sys.argv) or any(a.startswith("sweep=") for a in sys.argv[1:])
+        sweep = "sweep not started: " if multirun else ""
         for message in messages:
             print(f"error: {sweep}{message}", file=sys.stderr, flush=True)
         if messages:
