@@ -527,7 +527,7 @@ def test_a_validated_run_may_be_continued_as_a_final_fit(tmp_path: Path) -> None
     # Its hold-out is trained on from then on, and nothing validates: no samples to keep apart.
     out, final = tmp_path / "run", tmp_path / "final"
     assert run([*SYNTH, "trainer.max_epochs=1", f"hydra.run.dir={out}"]).returncode == 0
-    r = run([*SYNTH, "trainer.max_epochs=2", "data.val_size=0", "callbacks.early_stopping=null",
+    r = run([*SYNTH, "trainer.max_epochs=2", "data.val_size=0",
              f"ckpt_path={out}/checkpoints/last.ckpt", f"hydra.run.dir={final}"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert summary(final)["epochs"] == 2 and not summary(final)["validation"]
