@@ -503,7 +503,10 @@ def test_the_one_line_check_lets_every_valid_override_through() -> None:
     for argv in (["trainer.default_root_dir=/tmp/x"],  # its default is ${hydra:...}: read, it raised
                  ["-m", "optimizer=adam, sgd"], ['optimizer="sgd"'],  # Hydra's grammar, not split(",")
                  ["-m", "optimizer=glob(ad*)"], ["-m", "optimizer=choice(adam,sgd)"],
-                 ["-sc", "install=bash"], ["--cfg", "job", "data=synthetic"],  # a flag's value is no override
+                 # keys of a swept group belong to each option, not to the default one
+                 ["-m", "optimizer=sgd,momentum", "optimizer.nesterov=true"], ["data=choice(synthetic)", "data.n_features=9"],
+                 ["logger=[tensorboard,csv]"], ["optimizer=${oc.env:MLPLAB_NO_SUCH_VAR,adam}"],
+                 ["--cfg", "job", "data=synthetic"], ["-p", "model", "--cfg", "job"],  # a flag's value is no override
                  ["+trainer.max_time=null", "trainer.max_time=00:00:01:00"], ["~callbacks.early_stopping"],
                  ["experiment=fashion_best", "data.augment.erase=0.2"], ["-m", "sweep=lr_dropout", "seed=1,2"]):
         assert unknown_overrides(["train.py", *argv], conf, "train") == [], argv
@@ -531,3 +534,7 @@ def test_a_validated_run_may_be_continued_as_a_final_fit(tmp_path: Path) -> None
              f"ckpt_path={out}/checkpoints/last.ckpt", f"hydra.run.dir={final}"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert summary(final)["epochs"] == 2 and not summary(final)["validation"]
+    # A synthetic problem's seed draws the data itself, not only the hold-out.
+    r = run([*SYNTH, "trainer.max_epochs=2", "data.val_size=0", "seed=7", f"ckpt_path={out}/checkpoints/last.ckpt",
+             f"hydra.run.dir={tmp_path / 'other'}"])
+    assert r.returncode == 1 and "data.seed=7 here, 42 in the checkpoint" in r.stderr

@@ -354,9 +354,8 @@ MOVED_KEYS = {
 }
 
 
-# Hydra's flags that take a value: the value is not an override, even with an `=` in it
-# (`-sc install=bash`).
-_FLAGS_WITH_VALUE = ("-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name", "-cd",
+# Hydra's flags that take a value (`--cfg job`, `-p model`): the value is not an override.
+_FLAGS_WITH_VALUE = ("-cp", "--config-path", "-cn", "--config-name", "-cd",
                      "--config-dir", "-c", "--cfg", "-p", "--package", "-i", "--info", "--experimental-rerun")
 
 
@@ -401,24 +400,32 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
     groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
     messages: list[str] = []
     selections: list[str] = []
-    bad_groups: set[str] = set()
+    unchecked: set[str] = set()  # groups whose keys cannot be checked against one composed option
     for o in parsed:
         group = o.key_or_group
-        if group not in groups or o.is_delete() or (o.is_sweep_override() and not o.is_discrete_sweep()):
+        if group not in groups or o.is_delete():
+            continue
+        if o.is_sweep_override():  # its keys differ by option: left to the sweep's preflight
+            unchecked.add(group)
+        if o.is_sweep_override() and not o.is_discrete_sweep():
             continue  # a glob of options is Hydra's to expand
         choices = sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
         try:
             raw = list(o.sweep_iterator()) if o.is_discrete_sweep() else [o.value()]
-            values = ["null" if v is None else str(v) for v in raw]  # unquoted: optimizer="sgd" is sgd
-        except Exception:  # noqa: BLE001 - a range, a glob, an interpolation: not checked here
+        except Exception:  # noqa: BLE001 - whatever Hydra's grammar yields that is not a value
+            continue
+        # unquoted (optimizer="sgd" is sgd); a list selects several options (logger=[tensorboard,csv])
+        values = ["null" if v is None else str(v) for r in raw for v in (r if isinstance(r, list) else [r])]
+        if any("${" in v for v in values):  # an interpolation: Hydra resolves it
+            unchecked.add(group)
             continue
         missing = [v for v in values if v not in choices and v != "null"]
         if missing:
             close = difflib.get_close_matches(missing[0], choices, n=1)
             messages.append(f"{group}={missing[0]}: not an option of {group}: {', '.join(choices)}"
                             + (f"; did you mean {group}={close[0]}?" if close else ""))
-            bad_groups.add(group)  # its keys would be checked against another option
-        elif not o.is_sweep_override():
+            unchecked.add(group)  # its keys would be checked against another option
+        elif not o.is_sweep_override() and group not in unchecked:
             selections.append(o.input_line or f"{group}={values[0]}")
     try:
         GlobalHydra.instance().clear()
@@ -433,7 +440,7 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
         key = o.key_or_group
         parts = key.split(".")
         if (o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None or key in groups
-                or key in added or parts[0] in bad_groups or key.startswith("hydra") or "/" in key):
+                or key in added or parts[0] in unchecked or key.startswith("hydra") or "/" in key):
             continue
         node: Any = base
         override = o.input_line or key

@@ -270,7 +270,12 @@ def _check_same_data(path: str, theirs: Any, mine: Any) -> None:
             f"ckpt_path={path}: trained on {name(theirs)}, this config has {name(mine)}; a resumed run "
             "keeps its data (start a new run, without ckpt_path, for other data)")
     if mine.get("val_size") == 0:  # a final fit: no hold-out to keep, its samples are trained on now
-        mine, theirs = ({k: v for k, v in d.items() if k not in ("val_size", "seed")} for d in (mine, theirs))
+        from hydra.utils import get_class
+
+        # An image dataset's seed only draws the hold-out; a synthetic problem's generates the data.
+        drawn_by_seed = hasattr(get_class(str(mine["_target_"])), "dataset")
+        dropped = ("val_size", "seed") if drawn_by_seed else ("val_size",)
+        mine, theirs = ({k: v for k, v in d.items() if k not in dropped} for d in (mine, theirs))
     key = holdout_difference(mine, theirs)
     if key is not None:
         raise CheckpointError(
