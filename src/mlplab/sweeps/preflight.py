@@ -136,11 +136,11 @@ def _check_shadowed(overrides: Sequence[Override], groups: set[str], optuna: boo
     searches `model.hidden_sizes.0`) that the jobs apply after it: every job would train the
     fixed value while the leaderboard names the searched one. Optuna applies fixed values
     last; the basic sweeper in the order given (params, then the command line)."""
+    fixed = {x.get_key_element().lstrip("+~") for x in overrides if not x.is_sweep_override()}
     for i, o in enumerate(overrides):
         key = o.get_key_element().lstrip("+~")
         if o.is_sweep_override() or key in groups:  # `optimizer=adam` selects, it sets no value
             continue
-        fixed = {x.get_key_element().lstrip("+~") for x in overrides if not x.is_sweep_override()}
         for j, x in enumerate(overrides):
             searched = x.get_key_element().lstrip("+~")
             if (x.is_sweep_override() and searched.startswith(key + ".") and searched not in fixed
