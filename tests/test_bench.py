@@ -23,6 +23,7 @@ from mlplab import bench
         (["--threads", "0"], "--threads=0: need ≥ 1"),
         # A repeated variant paired round 2's mlplab run with round 1's second plain run.
         (["--variants", "plain,mlplab,plain"], "--variants=plain,mlplab,plain: each variant at most once"),
+        (["--batch-sizes", "128,128"], "--batch-sizes=128,128: each batch size at most once"),
         # These used to fail in the child after other variants had run, printing its traceback,
         # or (trainer=gpu) to be overridden silently and benchmark the CPU.
         (["--set", "data.batches_per_call=0"], "--set: data.batches_per_call=0: expected an integer > 0"),
@@ -61,6 +62,21 @@ def test_out_under_a_file_is_refused_before_any_work(tmp_path) -> None:  # noqa:
     assert proc.returncode == 2
     assert f"--out={out}: {tmp_path / 'results'} is a file, not a directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_out_never_replaces_a_file_other_than_an_earlier_bench_result(tmp_path) -> None:  # noqa: ANN001
+    # --out pointed at a checkpoint replaced it with the bench's JSON after the whole bench ran.
+    ckpt = tmp_path / "best.ckpt"
+    ckpt.write_bytes(b"weights")
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    for out, message in ((ckpt, "expected a .json file name"), (notes, "exists and is not an earlier bench's results")):
+        proc = run_python(["-m", "mlplab.bench", "--out", str(out)], timeout=60)
+        assert proc.returncode == 2 and f"--out={out}: {message}" in proc.stderr, proc.stderr
+    assert ckpt.read_bytes() == b"weights" and notes.read_text() == '{"mine": 1}'
+    earlier = tmp_path / "bench.json"
+    earlier.write_text(json.dumps({"versions": {}, "results": [], "runs": []}))
+    assert bench._earlier_report(earlier) and not bench._earlier_report(notes)
 
 
 def test_out_that_is_a_directory_is_refused_before_any_work(tmp_path) -> None:  # noqa: ANN001

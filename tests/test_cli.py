@@ -517,6 +517,13 @@ def test_the_one_line_check_lets_every_valid_override_through() -> None:
     # A Lightning Trainer argument that conf/trainer does not list is added with +, as Hydra said.
     assert unknown_overrides(["train.py", "trainer.max_steps=5"], conf, "train") == [
         "trainer.max_steps=5: not in conf/trainer; a Lightning Trainer argument is added with +: +trainer.max_steps=5"]
+    # A top-level key the config lacks, added with +, was read by nothing: `+seeed=1,2` ran and
+    # ranked the default seed twice as two settings. A group added with + is a selection.
+    assert unknown_overrides(["train.py", "-m", "+seeed=1,2"], conf, "train") == [
+        "+seeed=1,2: adds a top-level key that nothing reads; did you mean seed=1,2?"]
+    assert unknown_overrides(["eval.py", "++splt=val"], conf, "eval") == [
+        "++splt=val: adds a top-level key that nothing reads; did you mean split=val?"]
+    assert unknown_overrides(["train.py", "++seed=3", "+experiment=fashion_best"], conf, "train") == []
 
 
 def test_hydra_flags_still_work(tmp_path: Path) -> None:

@@ -236,3 +236,14 @@ def test_a_rank_other_than_0_leaves_the_run_to_rank_0(make_cfg, tmp_path: Path, 
     assert exit_.value.code == 1
     assert json.loads(summary.read_text()) == {"status": "completed"}
     assert capsys.readouterr().err == ""
+
+
+def test_a_diverged_ddp_run_is_reported_once_and_recorded(tmp_path: Path) -> None:
+    # Every rank logged the error line, so the console showed it once per rank.
+    run_dir = tmp_path / "run"
+    r = _run(["data=synthetic", "trainer=ddp", "trainer.devices=2", "optimizer=sgd", "optimizer.lr=1e30",
+              "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0", f"hydra.run.dir={run_dir}"])
+    assert r.returncode == 1, r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    assert out.count("[mlplab.training][ERROR]") == 1, out[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"

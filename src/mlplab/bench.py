@@ -351,6 +351,14 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _earlier_report(path: Path) -> bool:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(report, dict) and {"versions", "results", "runs"} <= report.keys()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlplab.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--batch-sizes", default="64,128,256", help="comma-separated (default 64,128,256)")
@@ -394,6 +402,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out={args.out}: {blocked} is a file, not a directory")
     if Path(args.out).is_dir():
         parser.error(f"--out={args.out}: a directory; expected the JSON file to write, e.g. {Path(args.out) / 'bench.json'}")
+    if Path(args.out).suffix != ".json":
+        parser.error(f"--out={args.out}: expected a .json file name, e.g. outputs/bench/bench.json")
+    if Path(args.out).exists() and not _earlier_report(Path(args.out)):
+        # Only an earlier bench's results are replaced: a checkpoint or a user's file is never lost.
+        parser.error(f"--out={args.out}: exists and is not an earlier bench's results; choose another file")
+    if len(set(sizes)) < len(sizes):
+        parser.error(f"--batch-sizes={args.batch_sizes}: each batch size at most once")
     if args.set and not args.one and (why := check_overrides(args.set, sizes[0], args.epochs, args.data_dir, device,
                                                              args.precision)):
         parser.error(why)

@@ -438,6 +438,16 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
     added = {o.key_or_group for o in parsed if o.is_add() or o.is_force_add()}
     for o in parsed:
         key = o.key_or_group
+        if ((o.is_add() or o.is_force_add()) and "." not in key and "/" not in key and key not in groups
+                and not key.startswith("hydra") and key not in base):
+            # Nothing reads a top-level key the config does not have: `+seeed=1` would run (and
+            # sweep) the default seed, named as another setting.
+            close = difflib.get_close_matches(key, [str(k) for k in base.keys()], n=1)
+            line = o.input_line or f"+{key}="
+            messages.append(f"{line}: adds a top-level key that nothing reads"
+                            + (f"; did you mean {close[0]}={line.split('=', 1)[-1]}?" if close else ""))
+    for o in parsed:
+        key = o.key_or_group
         parts = key.split(".")
         if (o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None or key in groups
                 or key in added or parts[0] in unchecked or key.startswith("hydra") or "/" in key):

@@ -337,12 +337,24 @@ def _device_available(accelerator: str) -> bool:
     }.get(accelerator, lambda: True)()
 
 
-def check_sweeper(cfg: DictConfig, sweeper_target: Any) -> None:
+def check_sweeper(cfg: DictConfig, sweeper: Mapping[str, Any]) -> None:
     """An Optuna study optimises a validation metric; without a validation split it would have
-    nothing to choose by (the test set must not choose), so every trial would fail."""
-    if "optuna" in str(sweeper_target or "") and cfg.data.get("val_size") == 0:
-        _fail("data.val_size", 0, f"the Optuna sweeper optimises {cfg.get('optimized_metric')}, and without a "
+    nothing to choose by (the test set must not choose), so every trial would fail. Its
+    direction must be the metric's: maximising val/loss reports the worst trial as best."""
+    if "optuna" not in str(sweeper.get("_target_", "")):
+        return
+    metric = cfg.get("optimized_metric")
+    if cfg.data.get("val_size") == 0:
+        _fail("data.val_size", 0, f"the Optuna sweeper optimises {metric}, and without a "
               "validation split there is nothing to choose by (the test set must not choose)")
+    direction = sweeper.get("direction")
+    if direction not in ("minimize", "maximize"):
+        _fail("hydra.sweeper.direction", direction, "expected minimize or maximize")
+    better = _direction(metric)
+    if better and direction != better + "imize":
+        _fail("hydra.sweeper.direction", direction,
+              f"optimized_metric={metric} is better when {'higher' if better == 'max' else 'lower'}: "
+              f"expected {better}imize")
 
 
 def validate(cfg: DictConfig, multirun: bool = False, here: bool = True) -> None:

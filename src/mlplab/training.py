@@ -326,7 +326,7 @@ def train(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     validate(cfg, multirun=multirun and launcher_relaunches(hc.launcher.get("_target_")))
-    check_sweeper(cfg, hc.sweeper.get("_target_"))
+    check_sweeper(cfg, hc.sweeper)
     _quiet_lightning()
     skip_failing_nvml_probe()
     run_dir = Path(hc.runtime.output_dir)
@@ -361,7 +361,8 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except NonFiniteLossError as err:
         status, error = "diverged", str(err)
-        log.error(error)
+        if trainer.is_global_zero:  # every rank stops together; one line is enough
+            log.error(error)
     except ResumeRefused:  # the schedule check: every rank refuses at the same point
         _end_distributed(trainer)
         raise

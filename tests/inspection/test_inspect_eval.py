@@ -68,6 +68,13 @@ def test_a_final_fit_is_evaluated_on_test_and_refuses_val_in_one_line(make_cfg, 
     # 400 of whose rows this model was trained on.
     proc = script("eval.py", f"ckpt_path={final}", f"hydra.run.dir={tmp_path / 'eval2'}", "data=synthetic", "split=val")
     assert proc.returncode == 1 and "data.val_size=0" in proc.stderr and "Traceback" not in proc.stderr
+    # The PNG report too: asked for the validation split, it drew the test split and said nothing.
+    from mlplab.inspect.report import ReportError, write_report
+
+    with pytest.raises(ReportError, match=r"^--split val: .*data.val_size=0.*use --split test$"):
+        write_report(tmp_path / "run", "val")
+    assert not list((tmp_path / "run").glob("*.png"))
+    assert "confusion_matrix.png" in {p.name for p in write_report(tmp_path / "run")}  # the default: test
 
 
 def test_a_chosen_data_group_keeps_the_checkpoints_seed_and_hold_out(make_cfg, script, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sweep_support import ROOT, run
+from sweep_support import ROOT, explain, run
 
 from mlplab.sweeps import leaderboard as lb
 from mlplab.sweeps.jobs import read_job
@@ -24,6 +24,8 @@ def make_job(sweep: Path, num: int, overrides: list[str], status: str | None = "
              error: str | None = None) -> Path:
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
+    if not (sweep / "multirun.yaml").exists():  # what Hydra writes first into a sweep's folder
+        (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"_target_": "Custom"}}}))
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": metric, "seed": 0}))
     if status is not None:
@@ -224,3 +226,23 @@ def test_cli_ranks_the_good_jobs_of_a_sweep_with_corrupt_ones(tmp_path: Path) ->
     assert sorted(int(d) for r in broken for d in r["run_dirs"].split(";")) == list(range(1, len(CORRUPT_FILES) + 1))
     assert not {"a", "b", "c"} & {o for r in broken for o in r["setting"].split()}
     assert (tmp_path / "leaderboard.md").is_file() and (tmp_path / "leaderboard.png").is_file()
+
+
+def test_cli_refuses_a_folder_above_sweeps_and_counts_jobs_not_started(tmp_path: Path) -> None:
+    # outputs/ or a date folder: every job below was merged into one ranking, written there.
+    for name in ("10-00-00", "11-00-00"):
+        make_job(tmp_path / name, 0, ["optimizer.lr=0.1"], metrics={"val/acc_best": 0.8})
+    proc = run(["-m", "mlplab.sweeps", str(tmp_path)], timeout=120)
+    assert proc.returncode == 1, explain(proc)
+    assert proc.stderr == f"error: {tmp_path}: holds 2 sweeps below it, not one (no multirun.yaml here); give one, " \
+                          f"e.g. {tmp_path / '11-00-00'}\n"
+    assert not list(tmp_path.glob("leaderboard.*"))
+    # A grid of 2 × 2 stopped after its first job started (Ctrl-C): the two never started are counted.
+    sweep = tmp_path / "10-00-00"
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+        "overrides": {"task": ["optimizer.lr=0.1,0.01", "seed=1,2"]}}}))
+    make_job(sweep, 1, ["optimizer.lr=0.1", "seed=2"], status=None)
+    proc = run(["-m", "mlplab.sweeps", str(sweep)], timeout=120)
+    assert proc.returncode == 0, explain(proc)
+    assert "2 jobs: 1 completed, 1 missing; 2 more planned, not started" in proc.stdout

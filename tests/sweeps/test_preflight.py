@@ -158,3 +158,39 @@ def test_optuna_counts_and_a_value_that_replaces_a_searched_key_are_refused(swee
     cfg = sweep_cfg(["data=synthetic"], params={"model.hidden_sizes.0": "8,32", "model.hidden_sizes": "[16,16]"})
     with pytest.raises(preflight.PreflightError, match=r"^model.hidden_sizes=\[16,16\]: the sweep searches"):
         preflight.check(cfg, loader(), provision_data=False)
+
+
+def test_plugin_settings_that_would_end_in_a_traceback_are_refused_first(sweep_cfg: Compose, monkeypatch) -> None:
+    # Each of these raised from inside the plugin, after the sweep directory existed.
+    cases = {
+        ("sweep=optuna_mlp", "hydra.sweeper.direction=maximise"):
+            r"^hydra.sweeper.direction='maximise': expected minimize or maximize",
+        # Optuna maximised val/loss and reported its worst trial as the best.
+        ("sweep=optuna_mlp", "optimized_metric=val/loss"):
+            r"^hydra.sweeper.direction='maximize': optimized_metric=val/loss is better when lower: expected minimize",
+        ("hydra/launcher=joblib", "hydra.launcher.n_jobs=0"): r"^hydra.launcher.n_jobs=0: expected",
+    }
+    for overrides, message in cases.items():
+        with pytest.raises(preflight.PreflightError, match=message):
+            preflight.check(sweep_cfg(["data=synthetic", *overrides]), loader(), provision_data=False)
+    # A named grid sets only hydra.* keys, which no job applies: both jobs were the base config.
+    cfg = sweep_cfg(["data=synthetic"], params={"sweep": "lr_dropout,optimizer_lr"})
+    with pytest.raises(preflight.PreflightError, match=r"^sweep=lr_dropout,optimizer_lr: a multirun runs one named grid"):
+        preflight.check(cfg, loader(), provision_data=False)
+    cfg = sweep_cfg(["data=synthetic", "sweep=optuna_mlp", "optimized_metric=val/loss", "hydra.sweeper.direction=minimize"])
+    assert preflight.check(cfg, loader(), provision_data=False) > 0
+    cfg = sweep_cfg(["sweep=optuna_mlp", "data=synthetic"], params={"model.dropout": "interval(0.5, 0.1)"})
+    with pytest.raises(preflight.PreflightError, match=r"^model.dropout=interval\(0.5, 0.1\): the interval starts above"):
+        preflight.check(cfg, loader(), provision_data=False)
+    monkeypatch.setattr(preflight.shutil, "which", lambda name: None)
+    cfg = sweep_cfg(["data=synthetic", "hydra/launcher=submitit_slurm"])
+    with pytest.raises(preflight.PreflightError, match=r"^hydra/launcher=submitit_slurm: SLURM's srun is not on PATH"):
+        preflight.check(cfg, loader(), provision_data=False)
+
+
+def test_the_planned_number_of_jobs_is_known_for_grids_and_optuna(sweep_cfg: Compose) -> None:
+    cfg = sweep_cfg(["sweep=lr_dropout", "data=synthetic"])
+    with read_write(cfg), open_dict(cfg):
+        cfg.hydra.sweeper.params["seed"] = "1,2"
+    assert preflight.planned_count(cfg) == 18
+    assert preflight.planned_count(sweep_cfg(["sweep=optuna_mlp", "hydra.sweeper.n_trials=7"])) == 7

@@ -16,8 +16,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write curves.png, confusion_matrix.png and misclassified.png into a run directory.",
     )
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--split", choices=("val", "test"), default="val",
-                        help="split the best checkpoint is evaluated on for the image panels (default: val)")
+    parser.add_argument("--split", choices=("val", "test"), default=None,
+                        help="split the best checkpoint is evaluated on for the image panels (default: val, or "
+                             "test for a run trained with data.val_size=0)")
     parser.add_argument("--data-dir", default=os.environ.get("MLPLAB_DATA_DIR"),
                         help="data root, if not where the run was trained (default: $MLPLAB_DATA_DIR or the run's own)")
     args = parser.parse_args(argv)

@@ -133,7 +133,7 @@ def _curves_figure(run_dir: Path, summary: dict[str, Any]) -> Figure:
     return curves_figure(curves, summary.get("best_epoch"), stop, title, _curves_subtitle(summary, stopped))
 
 
-def _checkpoint_figures(run_dir: Path, ckpt: Path, split: str = "val",
+def _checkpoint_figures(run_dir: Path, ckpt: Path, split: str | None = None,
                         data_dir: str | None = None) -> list[tuple[str, Figure]]:
     """(file name, figure): the confusion matrix and, for image data, the most confidently
     misclassified images, of the best checkpoint on `split`."""
@@ -142,8 +142,11 @@ def _checkpoint_figures(run_dir: Path, ckpt: Path, split: str = "val",
 
     loaded = checkpoints.load(ckpt)
     dm = checkpoints.build_datamodule(ckpt, loaded.data, data_dir)
-    if split == "val" and not dm.has_validation:  # trained with data.val_size=0: nothing held out
-        split = "test"
+    if split is None:  # the default: validation, or test for a run that held nothing out
+        split = "val" if dm.has_validation else "test"
+    elif split == "val" and not dm.has_validation:
+        raise ReportError(f"--split val: {run_dir} was trained on the whole training set (data.val_size=0), so it "
+                          "has no validation split; use --split test")
     dm.setup()
     probs_t, y_t, _ = split_outputs(loaded.model, dm, split)
     probs, y = probs_t.numpy(), y_t.numpy()
@@ -164,7 +167,7 @@ def _checkpoint_figures(run_dir: Path, ckpt: Path, split: str = "val",
     return figures
 
 
-def write_report(run_dir: Path, split: str = "val", data_dir: str | None = None) -> list[Path]:
+def write_report(run_dir: Path, split: str | None = None, data_dir: str | None = None) -> list[Path]:
     """Write the report PNGs into `run_dir` and return their paths: curves.png from the event
     files, the confusion matrix and misclassified images from the best checkpoint, each when
     its source is there. Raises `ReportError` when there is neither, or when the event files
@@ -172,7 +175,7 @@ def write_report(run_dir: Path, split: str = "val", data_dir: str | None = None)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: " + ("a file, not a run directory" if run_dir.exists() else "no such run directory"))
-    if split not in SPLIT_NAMES:
+    if split is not None and split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {sorted(SPLIT_NAMES)}, not {split!r}")
     jobs = [d for d in find_job_dirs(run_dir) if d != run_dir]
     if jobs:

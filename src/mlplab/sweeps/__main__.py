@@ -1,8 +1,9 @@
 """`python -m mlplab.sweeps DIR`: rebuild the leaderboard of a sweep directory.
 
 Works on a sweep that is still running or was cut short: jobs without summary.json are listed
-as `missing` and the finished ones are ranked. Exit 0 when a report was written, 1 when DIR
-does not exist or holds no job directory at all (nothing to report).
+as `missing`, jobs not started yet are counted, and the finished ones are ranked. Exit 0 when a
+report was written, 1 when DIR does not exist, holds no job directory at all (nothing to
+report), or is not one sweep's (a folder above several).
 """
 
 from __future__ import annotations
@@ -12,7 +13,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mlplab.sweeps.jobs import find_job_dirs
 from mlplab.sweeps.leaderboard import NoJobsError, report
+
+
+def _not_one_sweep(path: Path) -> str | None:
+    """Why the jobs under `path` are not one sweep's: a folder above sweeps (outputs/, a date)
+    would merge all their jobs, whatever they swept, into one ranking, and write it there."""
+    if not path.is_dir() or (path / "multirun.yaml").is_file() or not find_job_dirs(path):
+        return None  # one sweep, or nothing to report (said by `report`)
+    sweeps = sorted({p.parent for p in path.rglob("multirun.yaml")}, key=str)
+    if sweeps:
+        return (f"holds {len(sweeps)} sweep{'s' if len(sweeps) > 1 else ''} below it, not one (no multirun.yaml "
+                f"here); give one, e.g. {sweeps[-1]}")
+    return "not a sweep directory: it has no multirun.yaml, which Hydra writes into each sweep's"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A run's own directory, not a sweep's: a one-row leaderboard would be written into it.
         print(f"error: {args.sweep_dir}: a run directory, not a sweep; python -m mlplab.inspect "
               f"{args.sweep_dir} reports one run", file=sys.stderr)
+        return 1
+    if why := _not_one_sweep(Path(args.sweep_dir)):
+        print(f"error: {args.sweep_dir}: {why}", file=sys.stderr)
         return 1
     try:
         _, text = report(args.sweep_dir, plot=not args.no_plot)

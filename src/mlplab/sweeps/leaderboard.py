@@ -144,6 +144,7 @@ class Leaderboard:
     jobs: list[Job]
     fixed: tuple[str, ...] = ()
     varying_keys: tuple[str, ...] = field(default=())
+    planned: int | None = None  # jobs the sweep starts in all, where known (multirun.yaml)
 
     @property
     def maximize(self) -> bool:
@@ -233,7 +234,19 @@ def build(sweep_dir: str | os.PathLike[str], metric: str | None = None) -> Leade
     for row in rows:
         varying += [key(o) for o in row.setting if key(o) not in varying]
     order = {j.dir: i for i, j in enumerate(jobs)}
-    return Leaderboard(sweep_dir, metric, rank(rows, order, metric), jobs, fixed, tuple(varying))
+    return Leaderboard(sweep_dir, metric, rank(rows, order, metric), jobs, fixed, tuple(varying), _planned(sweep_dir))
+
+
+def _planned(sweep_dir: Path) -> int | None:
+    from omegaconf import OmegaConf
+
+    from mlplab.sweeps.preflight import planned_count
+
+    try:
+        config = OmegaConf.load(sweep_dir / "multirun.yaml")
+        return planned_count(config) if "hydra" in config else None  # type: ignore[operator]
+    except Exception:  # noqa: BLE001 - absent or damaged: the count is only a help
+        return None
 
 
 # --------------------------------------------------------------------------- rendering
@@ -295,8 +308,11 @@ def markdown_table(cells: list[list[str]]) -> str:
 def header_lines(board: Leaderboard) -> list[str]:
     counts = ", ".join(f"{n} {s}" for s, n in board.counts().items())
     direction = "higher" if board.maximize else "lower"
+    n = len(board.jobs)
+    # A sweep stopped part-way (Ctrl-C) or still running has not created all its job folders.
+    later = board.planned - n if board.planned is not None and board.planned > n else 0
     lines = [
-        f"{len(board.jobs)} jobs: {counts}",
+        f"{n} job{'s' if n != 1 else ''}: {counts}" + (f"; {later} more planned, not started" if later else ""),
         (f"metric: {board.metric} ({direction} is better); with several seeds: mean ± sample std "
          "(ddof=1) over the completed runs, n = runs averaged"),
     ]

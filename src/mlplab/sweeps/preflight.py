@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +62,23 @@ def _candidates(o: Override) -> list[str]:
     if isinstance(value, IntervalSweep):
         return [str(value.start), str(value.end)]
     return []  # a sweep type this module does not know: left to the sweeper
+
+
+def planned_count(config: DictConfig) -> int | None:
+    """How many jobs the sweep of this multirun.yaml starts in all, where that is known before it
+    runs (a grid of the basic sweeper, Optuna's n_trials); None otherwise."""
+    sweeper = str(config.hydra.sweeper.get("_target_", ""))
+    if "optuna" in sweeper:
+        n = config.hydra.sweeper.get("n_trials")
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
+    if sweeper.rsplit(".", 1)[-1] not in GRID_SWEEPERS:
+        return None
+    try:
+        sizes = {o.get_key_element(): len(_candidates(o))
+                 for o in OverridesParser.create().parse_overrides(sweep_arguments(config))}
+    except Exception:  # noqa: BLE001 - e.g. a glob over a group's options, which needs the config loader
+        return None
+    return math.prod(sizes.values()) if all(sizes.values()) else None
 
 
 def planned_jobs(config: DictConfig, overrides: Sequence[Override]) -> tuple[list[list[str]], bool]:
@@ -111,7 +130,7 @@ def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[
             # As train() will; a SLURM job's device is on its node, not here.
             relaunches = launcher_relaunches(cfg.hydra.launcher.get("_target_"))
             validate(cfg, multirun=relaunches, here=relaunches)
-            check_sweeper(cfg, cfg.hydra.sweeper.get("_target_"))
+            check_sweeper(cfg, cfg.hydra.sweeper)
         target = cfg.data.get("_target_")
         name = getattr(get_class(target), "dataset", "") if target else ""
         return {(name, str(cfg.data.data_dir))} if name in DATASETS else set()
@@ -121,14 +140,36 @@ def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[
         hc.cfg = saved
 
 
-def _check_optuna_counts(sweeper: DictConfig) -> None:
-    """n_trials=0 ended in Optuna's "No trials are completed yet" traceback."""
-    if "optuna" not in str(sweeper.get("_target_", "")):
-        return
-    for key in ("n_trials", "n_jobs"):
-        value = sweeper.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise PreflightError(f"hydra.sweeper.{key}={value!r}: expected an integer ≥ 1")
+def _check_plugins(hydra: DictConfig) -> None:
+    """Settings the sweeper and launcher plugins would otherwise refuse with a traceback, after
+    the sweep directory exists (Optuna's n_trials=0 ended in "No trials are completed yet")."""
+    sweeper, launcher = hydra.sweeper, hydra.launcher
+    if "optuna" in str(sweeper.get("_target_", "")):
+        for key in ("n_trials", "n_jobs"):
+            value = sweeper.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise PreflightError(f"hydra.sweeper.{key}={value!r}: expected an integer ≥ 1")
+    target = str(launcher.get("_target_", ""))
+    n_jobs = launcher.get("n_jobs")
+    if "joblib" in target and (not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0):
+        raise PreflightError(f"hydra.launcher.n_jobs={n_jobs!r}: expected a number of jobs at a time, or -1 "
+                             "for one per CPU")
+    if "SlurmLauncher" in target and shutil.which("srun") is None:
+        raise PreflightError("hydra/launcher=submitit_slurm: SLURM's srun is not on PATH here; start the sweep on "
+                             "a SLURM login node, or try it locally with hydra/launcher=submitit_local")
+
+
+def _check_search_space(overrides: Sequence[Override]) -> None:
+    for o in overrides:
+        value = o.value() if o.is_sweep_override() else None
+        if isinstance(value, IntervalSweep) and value.start > value.end:
+            raise PreflightError(f"{o.input_line or o.get_key_element()}: the interval starts above its end "
+                                 f"({value.start} > {value.end}); give it low first")
+        if o.key_or_group == "sweep" and o.is_sweep_override():
+            # A named grid sets only hydra.* keys, which Hydra applies to the sweep, not to a
+            # job: every job would be the same base config, ranked as different settings.
+            raise PreflightError(f"{o.input_line}: a multirun runs one named grid; run each in its own "
+                                 "command (sweep=<one>)")
 
 
 def _check_shadowed(overrides: Sequence[Override], groups: set[str], optuna: bool) -> None:
@@ -159,7 +200,8 @@ def check(config: DictConfig, loader: object, provision_data: bool = True) -> in
         overrides = OverridesParser.create(config_loader=loader).parse_overrides(args)  # type: ignore[arg-type]
     except Exception as err:  # noqa: BLE001
         raise PreflightError(f"sweep parameters: {one_line(err)}") from None
-    _check_optuna_counts(config.hydra.sweeper)
+    _check_plugins(config.hydra)
+    _check_search_space(overrides)
     _check_shadowed(overrides, set(config.hydra.runtime.get("choices") or {}),
                     "optuna" in str(config.hydra.sweeper.get("_target_", "")))
     jobs, complete = planned_jobs(config, overrides)
