@@ -14,9 +14,7 @@ from mlplab.cli import guarded, run_entry_point
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> Any:
-    from mlplab.evaluation import run_eval
-
-    return guarded(run_eval, cfg)
+    return guarded("mlplab.evaluation:run_eval", cfg)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ from mlplab.cli import guarded, run_entry_point
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> Any:
-    from mlplab.evaluation import run_predict
-
-    return guarded(run_predict, cfg)
+    return guarded("mlplab.evaluation:run_predict", cfg)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ from mlplab.cli import guarded, run_entry_point
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from mlplab.training import train
-
-    return guarded(train, cfg)
+    return guarded("mlplab.training:train", cfg)
 
 
 if __name__ == "__main__":

@@ -150,6 +150,12 @@ def test_a_new_run_never_writes_into_a_directory_holding_another(tmp_path: Path)
     r = run([*SYNTH, "trainer.max_epochs=2", "seed=7", f"hydra.run.dir={out}"])
     assert r.returncode == 1 and "holds another run already" in r.stderr and "Traceback" not in r.stderr
     assert _files(out) == before  # config, checkpoints, summary, events: all the first run's
+    notes = tmp_path / "notes"  # not a run: it was called one
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    r = run([*SYNTH, f"hydra.run.dir={notes}"])
+    assert _one_error(r) == f"error: hydra.run.dir={notes}: holds other files already; choose another directory"
+    assert [p.name for p in notes.iterdir()] == ["notes.txt"]
 
 
 @pytest.mark.parametrize("script", ["eval", "predict"])
@@ -389,6 +395,46 @@ def test_sigint_finishes_the_step_saves_last_and_exits_nonzero(tmp_path: Path) -
     assert "ckpt_path" not in overrides
 
 
+def test_an_output_place_that_cannot_hold_a_run_is_one_line(tmp_path: Path) -> None:
+    # Hydra turned the callback's OSError into a warning and then failed itself: 4-5 tracebacks.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("mine")
+    for override, message in ((f"paths.output_root={blocker}", "cannot create the run's directory (Not a directory)"),
+                              (f"hydra.run.dir={blocker}", "a file, where the run's directory would go")):
+        r = run([*SYNTH, override])
+        assert _one_error(r).endswith(message + "; set paths.output_root (or hydra.run.dir, hydra.sweep.dir) to a "
+                                      + ("writable folder" if "create" in message else "folder")), r.stderr
+    assert blocker.read_text() == "mine"
+
+
+def test_ctrl_c_after_training_lets_the_test_and_summary_finish(tmp_path: Path) -> None:
+    # Lightning's handler was back by the test: the trained run was left without summary.json,
+    # and resume= refused it (nothing left to train), so it could never get one.
+    out = tmp_path / "run"
+    proc = popen([*QUIET, "data=synthetic", "model.hidden_sizes=[2048,2048]", "data.n_samples=202000",
+                  "data.val_size=1000", "data.test_size=200000", "trainer.max_epochs=1",
+                  "+trainer.limit_train_batches=2", f"hydra.run.dir={out}"])
+    _wait_for(lambda: (out / "checkpoints" / "last.ckpt").is_file(), proc)  # the one epoch is over
+    time.sleep(0.5)  # testing 200,000 samples on a 2048-2048 network
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-2000:]
+    assert "the test and summary.json were completed first" in err and "Traceback" not in err
+    done = summary(out)
+    assert done["status"] == "completed" and done["metrics"]["test/acc"] > 0.5
+
+
+def test_ctrl_c_before_training_leaves_no_run_and_no_traceback(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = popen([*SYNTH, f"hydra.run.dir={out}"])
+    _wait_for(lambda: (out / "train.log").is_file(), proc)  # Hydra has started the job: imports follow
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert err.strip().splitlines() == ["error: interrupted (Ctrl-C); nothing was trained, so no run was kept"], err
+    assert not out.exists()
+
+
 @pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_mnist_run(tmp_path: Path) -> None:
     args = [*QUIET, "trainer.max_epochs=3", "trainer.limit_train_batches=19", "model.dropout=0.0",
@@ -523,7 +569,21 @@ def test_the_one_line_check_lets_every_valid_override_through() -> None:
         "+seeed=1,2: adds a top-level key that nothing reads; did you mean seed=1,2?"]
     assert unknown_overrides(["eval.py", "++splt=val"], conf, "eval") == [
         "++splt=val: adds a top-level key that nothing reads; did you mean split=val?"]
-    assert unknown_overrides(["train.py", "++seed=3", "+experiment=fashion_best"], conf, "train") == []
+    assert unknown_overrides(["train.py", "++seed=3"], conf, "train") == []
+    assert unknown_overrides(["train.py", "+experiment=fashion_best"], conf, "train") == [
+        "+experiment=fashion_best: experiment is in this config already (unset by default); select an option "
+        "without +: experiment=fashion_best"]
+    # Hydra's own answers took 2-4 lines and named no experiment (or, for syntax, no override).
+    assert unknown_overrides(["train.py", "regularizer=l2"], conf, "train") == [
+        "regularizer=l2: no regularizer group in this config; experiment=notes_regularisers brings one, or add it "
+        "with +regularizer=l2"]
+    assert unknown_overrides(["train.py", "experiment=notes_regularisers", "regularizer=l2"], conf, "train") == []
+    assert unknown_overrides(["train.py", "+optimizer=sgd"], conf, "train") == [
+        "+optimizer=sgd: optimizer is in this config already (by default optimizer=adam); select an option "
+        "without +: optimizer=sgd"]
+    assert unknown_overrides(["train.py", "data=synthetic", "model.hidden_sizes=[64,64"], conf, "train") == [
+        "model.hidden_sizes=[64,64: not an override Hydra can read (no viable alternative at input '[64,64'); the "
+        "form is key=value, a list as key=[a,b] (quoted for the shell)"]
 
 
 def test_hydra_flags_still_work(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ failing job is recorded and the sweep goes on."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -37,8 +38,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return CheckpointError, ConfigError, DataError, NonFiniteLossError
 
 
-def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
-    """Run `fn(cfg)`.
+def guarded(fn: Callable[[DictConfig], T] | str, cfg: DictConfig) -> T | float:
+    """Run `fn(cfg)`; `fn` may be given as "module:function", imported inside the guard (torch
+    and Lightning take seconds to import: a Ctrl-C then is a Ctrl-C before training).
 
     Single run: a user error prints one line (no traceback unless HYDRA_FULL_ERROR=1) and
     exits 1; a run directory holding nothing but what Hydra wrote is removed, so nothing is
@@ -48,7 +50,24 @@ def guarded(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        return fn(cfg)
+        if isinstance(fn, str):
+            module, name = fn.split(":")
+            fn = getattr(importlib.import_module(module), name)
+        return fn(cfg)  # type: ignore[operator]
+    except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C: Lightning turns one in fit into SystemExit(1)
+        if _other_rank():
+            raise
+        if multirun:  # no leaderboard is written: the sweep ends here
+            print(f"sweep stopped: python -m mlplab.sweeps {HydraConfig.get().sweep.dir} ranks the jobs that "
+                  "finished", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        if isinstance(err, SystemExit):
+            raise
+        # Before fit (or at a second Ctrl-C): no traceback, and no folder that looks like a run.
+        removed = _resuming is None and _remove_empty_run_dir()
+        print("error: interrupted (Ctrl-C)" + ("; nothing was trained, so no run was kept" if removed else ""),
+              file=sys.stderr, flush=True)
+        sys.exit(1)
     except Exception as err:
         if _other_rank():
             # Rank 0 reports and records it. Here no file is touched (it would race rank 0
@@ -287,8 +306,10 @@ class RunDirGuard(Callback):
         if _named(config, "hydra.run.dir"):
             if not _claim(run_dir) and any(run_dir.iterdir()):
                 resumable = self.continues_runs and (run_dir / "checkpoints" / "last.ckpt").is_file()
-                nested = any(d != run_dir for d in find_job_dirs(run_dir))
-                what = "other runs" if nested and not resumable else "another run"
+                runs = find_job_dirs(run_dir)
+                nested = any(d != run_dir for d in runs)
+                what = ("other runs" if nested and not resumable else "another run" if runs or resumable
+                        else "other files")
                 _exit(f"hydra.run.dir={run_dir}: holds {what} already; choose another directory"
                       + (f", or resume={run_dir} to continue that run" if resumable else ""))
             _new_run_dir = run_dir
@@ -323,7 +344,14 @@ def _claim(path: Path) -> bool:
         path.mkdir(parents=True)
         return True
     except FileExistsError:
+        if not path.is_dir():
+            _exit(f"{path}: a file, where the run's directory would go; set paths.output_root (or hydra.run.dir, "
+                  "hydra.sweep.dir) to a folder")
         return False
+    except OSError as err:  # Hydra turns a callback's exception into a warning, then fails itself
+        _exit(f"{path}: cannot create the run's directory ({err.strerror}); set paths.output_root (or "
+              "hydra.run.dir, hydra.sweep.dir) to a writable folder")
+        raise AssertionError from None  # unreachable: _exit leaves
 
 
 def _claim_free(path: Path) -> Path:
@@ -393,10 +421,11 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import DictConfig
 
+    args = _override_args(argv)
     try:
-        parsed = OverridesParser.create().parse_overrides(_override_args(argv))
-    except Exception:  # noqa: BLE001 - Hydra reports its own syntax errors
-        return []
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception:  # noqa: BLE001 - Hydra's grammar: name the override it cannot read, in one line
+        return _unparsable(args)
     groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
     messages: list[str] = []
     selections: list[str] = []
@@ -430,8 +459,11 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
     try:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            base = compose(config_name, overrides=selections)
-    except Exception:  # noqa: BLE001 - Hydra reports what composing cannot do
+            try:
+                base = compose(config_name, overrides=selections)
+            except Exception:  # noqa: BLE001 - Hydra reports what composing cannot do, or:
+                return messages + _misplaced_selections(selections, groups, conf_dir, config_name)
+    except Exception:  # noqa: BLE001
         return messages
     finally:
         GlobalHydra.instance().clear()
@@ -472,6 +504,52 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
                 guess = ".".join([*parts[:i], close[0]]) if close else None
                 messages.append(f"{override}: not a config key" + (f"; did you mean {guess}?" if guess else ""))
             break
+    return messages
+
+
+def _unparsable(args: list[str]) -> list[str]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        try:
+            parser.parse_overrides([arg])
+        except Exception as err:  # noqa: BLE001 - Hydra's grammar errors
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            why = next((ln for ln in lines if not ln.startswith(("Error parsing override", "See https://"))), "")
+            return [f"{arg}: not an override Hydra can read ({why}); the form is key=value, a list as "
+                    "key=[a,b] (quoted for the shell)"]
+    return []
+
+
+def _misplaced_selections(selections: list[str], groups: set[str], conf_dir: Path, config_name: str) -> list[str]:
+    """Group selections that fail to compose because of the defaults list: a group this config
+    does not have (`regularizer=l2` without the experiment that brings it), or one it has,
+    added again with `+`. Hydra's two-line answers did not say which experiment to use."""
+    from hydra import compose
+
+    def group_of(sel: str) -> str:
+        return sel.split("=", 1)[0].lstrip("+~")
+
+    try:
+        bare = compose(config_name, return_hydra_config=True)
+        kept = [s for s in selections if group_of(s) in bare.hydra.runtime.choices and not s.startswith("+")]
+        chosen = compose(config_name, overrides=kept, return_hydra_config=True).hydra.runtime.choices
+    except Exception:  # noqa: BLE001 - something else is wrong: Hydra says what
+        return []
+    messages = []
+    for sel in selections:
+        group = group_of(sel)
+        if sel.startswith("+") and group in chosen:
+            default = f"by default {group}={chosen[group]}" if chosen[group] is not None else "unset by default"
+            messages.append(f"{sel}: {group} is in this config already ({default}); select an option without +: "
+                            f"{sel.lstrip('+')}")
+        elif not sel.startswith("+") and group not in chosen and group in groups:
+            brings = sorted(p.stem for p in (conf_dir / "experiment").glob("*.yaml")
+                            if f"/{group}:" in p.read_text()) if (conf_dir / "experiment").is_dir() else []
+            messages.append(f"{sel}: no {group} group in this config; "
+                            + (f"experiment={brings[0]} brings one, or " if brings else "")
+                            + f"add it with +{sel}")
     return messages
 
 

@@ -220,11 +220,41 @@ def _check_tta(t: Mapping[str, Any]) -> None:
 
 
 def _check_optimizer(o: Mapping[str, Any]) -> None:
+    # torch checks these only when the optimizer is built, with a traceback after the run
+    # directory exists; its own ranges.
     if not (_is_number(o.get("lr")) and o["lr"] > 0):
         _fail("optimizer.lr", o.get("lr"), "expected a number > 0")
-    for key in ("weight_decay", "momentum"):
+    for key in ("weight_decay", "momentum", "eps", "alpha", "lr_decay", "dampening"):
         if key in o and not (_is_number(o[key]) and o[key] >= 0):
             _fail(f"optimizer.{key}", o[key], "expected a number ≥ 0")
+    if "rho" in o and not (_is_number(o["rho"]) and 0 <= o["rho"] <= 1):
+        _fail("optimizer.rho", o["rho"], "expected a number in [0, 1]")
+    betas = o.get("betas", (0.9, 0.999))
+    if not (isinstance(betas, (list, tuple, ListConfig)) and len(betas) == 2
+            and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        _fail("optimizer.betas", betas, "expected two numbers in [0, 1), e.g. [0.9,0.999]")
+
+
+def _check_schedule(s: Mapping[str, Any]) -> None:
+    """torch's ranges for the shipped schedules' arguments: checked only once the schedule is
+    built, and StepLR's step_size=0 ended in a ZeroDivisionError at the first epoch."""
+    name = str(s.get("_target_", "")).rsplit(".", 1)[-1]
+    positive_ints = {"StepLR": ("step_size",), "CosineAnnealingLR": ("T_max",), "OneCycleLR": ("total_steps",)}
+    for key in positive_ints.get(name, ()):
+        if s.get(key) is not None and not (_is_int(s[key]) and s[key] >= 1):
+            _fail(f"scheduler.scheduler.{key}", s[key], "expected an integer ≥ 1")
+    for key in ("gamma", "div_factor", "final_div_factor"):
+        if key in s and not (_is_number(s[key]) and s[key] > 0):
+            _fail(f"scheduler.scheduler.{key}", s[key], "expected a number > 0")
+    if "factor" in s and not (_is_number(s["factor"]) and 0 < s["factor"] < 1):
+        _fail("scheduler.scheduler.factor", s["factor"], "expected a number in (0, 1): the learning rate's cut")
+    if "pct_start" in s and not (_is_number(s["pct_start"]) and 0 <= s["pct_start"] <= 1):
+        _fail("scheduler.scheduler.pct_start", s["pct_start"], "expected a number in [0, 1]")
+    for key in ("patience", "cooldown"):
+        if key in s and not (_is_int(s[key]) and s[key] >= 0):
+            _fail(f"scheduler.scheduler.{key}", s[key], "expected an integer ≥ 0")
+    if "eta_min" in s and not (_is_number(s["eta_min"]) and s["eta_min"] >= 0):
+        _fail("scheduler.scheduler.eta_min", s["eta_min"], "expected a number ≥ 0")
 
 
 def _precisions() -> tuple[str, ...]:
@@ -280,6 +310,10 @@ def _check_callbacks(c: Mapping[str, Any]) -> None:
             # stops while the metric still improves.
             better = "higher" if direction == "max" else "lower"
             _fail(f"callbacks.{name}.mode", node.get("mode"), f"{node['monitor']} is better when {better}: expected {direction}")
+        if "min_delta" in node and not (_is_number(node["min_delta"]) and node["min_delta"] >= 0):
+            # Negative, a worse value would count as an improvement.
+            _fail(f"callbacks.{name}.min_delta", node["min_delta"], "expected a number ≥ 0 (the least change that "
+                  "counts as an improvement)")
         if "patience" in node and not (isinstance(node["patience"], int) and node["patience"] >= 0):
             _fail(f"callbacks.{name}.patience", node["patience"], "expected an integer ≥ 0")
         filename = node.get("filename")
@@ -394,6 +428,7 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
     _check_optimizer(cfg.optimizer)
     if cfg.get("scheduler") and cfg.scheduler.get("scheduler"):
         check_signature("scheduler.scheduler", cfg.scheduler.scheduler)
+        _check_schedule(cfg.scheduler.scheduler)
         monitor = cfg.scheduler.get("monitor")
         if monitor is not None and monitor not in VAL_METRICS:
             _fail("scheduler.monitor", monitor,
@@ -429,6 +464,9 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
         _fail("optimized_metric", cfg.get("optimized_metric"),
               f"expected one of {', '.join(VAL_METRICS)} (the test set chooses nothing)")
     check_threads(cfg.get("torch_threads"))
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is not None and not (isinstance(ckpt, str) and ckpt.strip()):
+        _fail("ckpt_path", ckpt, "expected the path of a checkpoint to continue from, or null to start afresh")
     # A string such as `test=no` would read as true where the code asks `if cfg.test`.
     for key in ("flush_denormal", "test", "report"):
         if not isinstance(cfg.get(key, True), bool):

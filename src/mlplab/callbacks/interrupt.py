@@ -62,3 +62,38 @@ class GracefulInterrupt(L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
+
+
+class FinishFirst:
+    """Ctrl-C once training has finished: the run is tested and its summary.json written first.
+
+    Before, Lightning's default handler was back by then, so a Ctrl-C during the test left a
+    trained run without a summary, which `resume=` then refused (nothing left to train). Entered
+    around the whole run; until `arm()` (fit has returned) a Ctrl-C interrupts as Python's own
+    handler would, and during fit `GracefulInterrupt` holds SIGINT. A second Ctrl-C stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> FinishFirst:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self.armed or self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: training has finished; the test and summary.json come first (Ctrl-C again stops at once)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None

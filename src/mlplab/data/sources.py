@@ -422,19 +422,26 @@ def _bad_files(spec: DatasetSpec, raw: Path) -> list[str]:
     return bad
 
 
-def _make_staging(raw: Path) -> Path:
-    """A scratch directory inside `raw` (same filesystem, so os.replace into `raw` is atomic);
-    also drops ones a killed run left behind."""
-    try:
-        raw.mkdir(parents=True, exist_ok=True)
-        now = time.time()
-        for old in raw.glob(f"{STAGING_PREFIX}*"):
+def _drop_stale_staging(raw: Path) -> None:
+    """Scratch directories a killed provisioning left behind (a wheel of ~20 MB each)."""
+    now = time.time()
+    for old in raw.glob(f"{STAGING_PREFIX}*"):
+        try:
             if old.is_dir() and now - old.stat().st_mtime > STALE_STAGING_S:
                 shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # gone meanwhile, or not ours to remove: nothing to tidy
+            pass
+
+
+def _make_staging(raw: Path) -> Path:
+    """A scratch directory inside `raw` (same filesystem, so os.replace into `raw` is atomic)."""
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=raw))
     except OSError as e:
         raise DataError(
-            f"{raw}: not writable ({e.strerror or e}); pass a writable --root / data_dir "
+            f"{raw}: not writable ({e.strerror or e}); give a writable data folder (paths.data_dir=DIR for "
+            "src/train.py, --root DIR for python -m mlplab.data.sources) "
             "or fix its permissions"
         ) from None
 
@@ -478,6 +485,7 @@ def provision(
         raise ValueError(
             f"unknown sources {unknown}; expected 'existing' or one of {sorted(SOURCES)}"
         )
+    _drop_stale_staging(raw)  # also when nothing is fetched: `make data` after a killed one
     needed = _bad_files(spec, raw) if "existing" in sources else list(spec.files)
     if not needed:
         return raw
