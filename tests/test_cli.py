@@ -431,8 +431,21 @@ def test_ctrl_c_before_training_leaves_no_run_and_no_traceback(tmp_path: Path) -
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
-    assert err.strip().splitlines() == ["error: interrupted (Ctrl-C); nothing was trained, so no run was kept"], err
-    assert not out.exists()
+    # In Hydra's code or in the job's imports and data set-up, as the signal falls: one line either way.
+    assert err.strip().splitlines()[-1:] in (["error: interrupted (Ctrl-C)"],
+                                             ["error: interrupted; nothing was kept (no checkpoint yet)"]), err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_a_ctrl_c_in_the_last_validation_is_passed_on_once_training_ends() -> None:
+    # No batch was left to act on it: the run ended with exit 0 as if no Ctrl-C had come.
+    from mlplab.callbacks.interrupt import FinishFirst, GracefulInterrupt
+
+    graceful, after = GracefulInterrupt(), FinishFirst()
+    graceful.after = after
+    graceful._requested = True
+    graceful.on_train_end(None, None)  # type: ignore[arg-type]
+    assert after.armed and after.requested
 
 
 @pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")

@@ -34,6 +34,7 @@ from mlplab.config import ConfigError, validate
         (["scheduler=step", "scheduler.scheduler.step_size=0"], "scheduler.scheduler.step_size=0: expected an integer ≥ 1"),
         (["scheduler=plateau", "scheduler.scheduler.factor=2"], "scheduler.scheduler.factor=2: expected a number in (0, 1)"),
         (["scheduler=onecycle", "scheduler.scheduler.pct_start=1.5"], "scheduler.scheduler.pct_start=1.5"),
+        (["scheduler=onecycle", "scheduler.scheduler.pct_start=1"], "pct_start=1: expected a float in [0, 1]"),
         (["ckpt_path="], "ckpt_path='': expected the path of a checkpoint"),
         (["ckpt_path=123"], "ckpt_path=123: expected the path of a checkpoint"),
         (["callbacks.early_stopping.min_delta=-1"], "callbacks.early_stopping.min_delta=-1: expected a number ≥ 0"),

@@ -55,19 +55,21 @@ def guarded(fn: Callable[[DictConfig], T] | str, cfg: DictConfig) -> T | float:
             fn = getattr(importlib.import_module(module), name)
         return fn(cfg)  # type: ignore[operator]
     except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C: Lightning turns one in fit into SystemExit(1)
-        if _other_rank():
+        if _other_rank() or (isinstance(err, SystemExit) and err.code in (0, None)):
             raise
         if multirun:  # no leaderboard is written: the sweep ends here
-            print(f"sweep stopped: python -m mlplab.sweeps {HydraConfig.get().sweep.dir} ranks the jobs that "
-                  "finished", file=sys.stderr, flush=True)
+            if type(err).__name__ != "SIGTERMException":  # a cluster's kill stops a job, not the sweep
+                print(f"sweep stopped: python -m mlplab.sweeps {HydraConfig.get().sweep.dir} ranks the jobs that "
+                      "finished", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
-        if isinstance(err, SystemExit):
-            raise
-        # Before fit (or at a second Ctrl-C): no traceback, and no folder that looks like a run.
-        removed = _resuming is None and _remove_empty_run_dir()
-        print("error: interrupted (Ctrl-C)" + ("; nothing was trained, so no run was kept" if removed else ""),
-              file=sys.stderr, flush=True)
-        sys.exit(1)
+        # Stopped before its first checkpoint (imports, data, the first epoch): nothing can be
+        # resumed, so no folder is left that looks like a run. A checkpoint or a summary is kept.
+        removed = _resuming is None and _remove_unstarted_run_dir()
+        if isinstance(err, KeyboardInterrupt) or removed:
+            print("error: interrupted" + ("; nothing was kept (no checkpoint yet)" if removed else " (Ctrl-C)"),
+                  file=sys.stderr, flush=True)
+            sys.exit(1)
+        raise
     except Exception as err:
         if _other_rank():
             # Rank 0 reports and records it. Here no file is touched (it would race rank 0
@@ -145,6 +147,17 @@ def _remove_refused_new_run(err: BaseException) -> bool:
     return False
 
 
+def _remove_unstarted_run_dir() -> bool:
+    """The run directory this process created, if it holds no checkpoint and no summary."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    if _new_run_dir != run_dir or not run_dir.is_dir():
+        return False
+    if (run_dir / "summary.json").exists() or any(run_dir.glob("checkpoints/*.ckpt")):
+        return False
+    _remove_run_dir(run_dir)
+    return True
+
+
 def _remove_empty_run_dir() -> bool:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -159,7 +172,10 @@ def _remove_run_dir(run_dir: Path) -> None:
     """The run directory, and for the default one the day's folder above it
     (`runs/<date>/<time>`) if the run was all it held."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    named = any(override_key(str(o)) == "hydra.run.dir" for o in HydraConfig.get().overrides.hydra)
+    try:
+        named = any(override_key(str(o)) == "hydra.run.dir" for o in HydraConfig.get().overrides.hydra)
+    except ValueError:  # outside the job (a Ctrl-C in Hydra's own code): the command line says
+        named = any(override_key(a) == "hydra.run.dir" for a in sys.argv[1:])
     if not named and re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name):
         try:
             run_dir.parent.rmdir()  # only if empty
@@ -575,4 +591,11 @@ def run_entry_point(main: Callable[[], object], conf_dir: Path, config_name: str
             print(f"error: {sweep}{message}", file=sys.stderr, flush=True)
         if messages:
             sys.exit(1)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # in Hydra's own code, before or after the job: no traceback
+        if _new_run_dir is not None and _resuming is None and _new_run_dir.is_dir() and {
+                p.name for p in _new_run_dir.iterdir()} <= {".hydra", f"{Path(sys.argv[0]).stem}.log"}:
+            _remove_run_dir(_new_run_dir)
+        print("error: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -248,8 +248,8 @@ def _check_schedule(s: Mapping[str, Any]) -> None:
             _fail(f"scheduler.scheduler.{key}", s[key], "expected a number > 0")
     if "factor" in s and not (_is_number(s["factor"]) and 0 < s["factor"] < 1):
         _fail("scheduler.scheduler.factor", s["factor"], "expected a number in (0, 1): the learning rate's cut")
-    if "pct_start" in s and not (_is_number(s["pct_start"]) and 0 <= s["pct_start"] <= 1):
-        _fail("scheduler.scheduler.pct_start", s["pct_start"], "expected a number in [0, 1]")
+    if "pct_start" in s and not (isinstance(s["pct_start"], float) and 0 <= s["pct_start"] <= 1):
+        _fail("scheduler.scheduler.pct_start", s["pct_start"], "expected a float in [0, 1] (torch refuses 1; write 1.0)")
     for key in ("patience", "cooldown"):
         if key in s and not (_is_int(s[key]) and s[key] >= 0):
             _fail(f"scheduler.scheduler.{key}", s[key], "expected an integer ≥ 0")
@@ -382,6 +382,7 @@ def check_sweeper(cfg: DictConfig, sweeper: Mapping[str, Any]) -> None:
         _fail("data.val_size", 0, f"the Optuna sweeper optimises {metric}, and without a "
               "validation split there is nothing to choose by (the test set must not choose)")
     direction = sweeper.get("direction")
+    direction = getattr(direction, "name", direction)  # the plugin's default is its Direction enum
     if direction not in ("minimize", "maximize"):
         _fail("hydra.sweeper.direction", direction, "expected minimize or maximize")
     better = _direction(metric)

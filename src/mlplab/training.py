@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mlplab.callbacks.guards import NonFiniteLossError
-from mlplab.callbacks.interrupt import FinishFirst
+from mlplab.callbacks.interrupt import FinishFirst, GracefulInterrupt
 from mlplab.checkpoints import AtomicCheckpointIO
 from mlplab.config import ResumeRefused, check_sweeper, launcher_relaunches, validate
 
@@ -360,6 +360,9 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
             raise as_key("ckpt_path", err) from None
         _refuse_finished(cfg, resumed)
     datamodule, model, trainer = build(cfg)
+    for callback in trainer.callbacks:
+        if isinstance(callback, GracefulInterrupt):
+            callback.after = finishing
     refuse_spawned_ranks(trainer)
     if multirun:
         refuse_relaunch(trainer)
@@ -378,7 +381,7 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
     except ResumeRefused:  # the schedule check: every rank refuses at the same point
         _end_distributed(trainer)
         raise
-    finishing.arm()
+    finishing.arm()  # as GracefulInterrupt did, if the run has one
     fit_seconds = time.time() - started + model.fit_seconds_before  # a resumed run's: the whole run's
     if resumed_at is not None and status == "completed" and trainer.global_step == resumed_at:
         # Lightning returns at once; testing again would rewrite the run's summary without

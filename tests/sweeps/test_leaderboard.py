@@ -24,8 +24,6 @@ def make_job(sweep: Path, num: int, overrides: list[str], status: str | None = "
              error: str | None = None) -> Path:
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
-    if not (sweep / "multirun.yaml").exists():  # what Hydra writes first into a sweep's folder
-        (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"_target_": "Custom"}}}))
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": metric, "seed": 0}))
     if status is not None:
@@ -234,7 +232,7 @@ def test_cli_refuses_a_folder_above_sweeps_and_counts_jobs_not_started(tmp_path:
         make_job(tmp_path / name, 0, ["optimizer.lr=0.1"], metrics={"val/acc_best": 0.8})
     proc = run(["-m", "mlplab.sweeps", str(tmp_path)], timeout=120)
     assert proc.returncode == 1, explain(proc)
-    assert proc.stderr == f"error: {tmp_path}: holds 2 sweeps below it, not one (no multirun.yaml here); give one, " \
+    assert proc.stderr == f"error: {tmp_path}: holds the jobs of 2 folders below it, not one sweep's; give one, " \
                           f"e.g. {tmp_path / '11-00-00'}\n"
     assert not list(tmp_path.glob("leaderboard.*"))
     # A grid of 2 × 2 stopped after its first job started (Ctrl-C): the two never started are counted.
@@ -246,3 +244,12 @@ def test_cli_refuses_a_folder_above_sweeps_and_counts_jobs_not_started(tmp_path:
     proc = run(["-m", "mlplab.sweeps", str(sweep)], timeout=120)
     assert proc.returncode == 0, explain(proc)
     assert "2 jobs: 1 completed, 1 missing; 2 more planned, not started" in proc.stdout
+    # Optuna writes no multirun.yaml (the check that wanted one refused every Optuna sweep): its
+    # trials' own hydra.yaml say how many there will be.
+    study = tmp_path / "12-00-00"
+    for n in range(2):
+        job = make_job(study, n, [f"optimizer.lr=0.{n + 1}"], metrics={"val/acc_best": 0.8})
+        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {
+            "_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "n_trials": 5}}}))
+    proc = run(["-m", "mlplab.sweeps", str(study)], timeout=120)
+    assert proc.returncode == 0 and "2 jobs: 2 completed; 3 more planned, not started" in proc.stdout, explain(proc)

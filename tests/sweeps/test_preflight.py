@@ -179,6 +179,14 @@ def test_plugin_settings_that_would_end_in_a_traceback_are_refused_first(sweep_c
         preflight.check(cfg, loader(), provision_data=False)
     cfg = sweep_cfg(["data=synthetic", "sweep=optuna_mlp", "optimized_metric=val/loss", "hydra.sweeper.direction=minimize"])
     assert preflight.check(cfg, loader(), provision_data=False) > 0
+    # The plugin's own default direction is an enum, minimize: right for a loss, wrong for val/acc_best.
+    space = {"model.dropout": "interval(0.1, 0.3)"}
+    cfg = sweep_cfg(["data=synthetic", "hydra/sweeper=optuna", "optimized_metric=val/loss"], params=space)
+    assert preflight.check(cfg, loader(), provision_data=False) > 0
+    with pytest.raises(preflight.PreflightError, match=r"^hydra.sweeper.direction='minimize': optimized_metric="
+                                                       r"val/acc_best is better when higher: expected maximize"):
+        preflight.check(sweep_cfg(["data=synthetic", "hydra/sweeper=optuna"], params=space), loader(),
+                        provision_data=False)
     cfg = sweep_cfg(["sweep=optuna_mlp", "data=synthetic"], params={"model.dropout": "interval(0.5, 0.1)"})
     with pytest.raises(preflight.PreflightError, match=r"^model.dropout=interval\(0.5, 0.1\): the interval starts above"):
         preflight.check(cfg, loader(), provision_data=False)

@@ -20,6 +20,7 @@ class GracefulInterrupt(L.Callback):
     def __init__(self) -> None:
         self._requested = False
         self._previous: Any = None
+        self.after: FinishFirst | None = None  # takes SIGINT over once training ends (set by train())
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._requested = False
@@ -59,6 +60,12 @@ class GracefulInterrupt(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
+        if self.after is not None:
+            # No batch is left to act on a Ctrl-C made during the last validation: it is passed
+            # on, and from here (Lightning's teardown included) a Ctrl-C waits for the summary.
+            self.after.arm()
+            if self._requested:
+                self.after.request()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
@@ -86,12 +93,15 @@ class FinishFirst:
     def arm(self) -> None:
         self.armed = True
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if not self.armed or self.requested:
-            raise KeyboardInterrupt
+    def request(self) -> None:
         self.requested = True
         print("\nCtrl-C: training has finished; the test and summary.json come first (Ctrl-C again stops at once)",
               file=sys.stderr, flush=True)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self.armed or self.requested:
+            raise KeyboardInterrupt
+        self.request()
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:

@@ -19,14 +19,17 @@ from mlplab.sweeps.leaderboard import NoJobsError, report
 
 def _not_one_sweep(path: Path) -> str | None:
     """Why the jobs under `path` are not one sweep's: a folder above sweeps (outputs/, a date)
-    would merge all their jobs, whatever they swept, into one ranking, and write it there."""
-    if not path.is_dir() or (path / "multirun.yaml").is_file() or not find_job_dirs(path):
-        return None  # one sweep, or nothing to report (said by `report`)
-    sweeps = sorted({p.parent for p in path.rglob("multirun.yaml")}, key=str)
-    if sweeps:
-        return (f"holds {len(sweeps)} sweep{'s' if len(sweeps) > 1 else ''} below it, not one (no multirun.yaml "
-                f"here); give one, e.g. {sweeps[-1]}")
-    return "not a sweep directory: it has no multirun.yaml, which Hydra writes into each sweep's"
+    would merge all their jobs, whatever they swept, into one ranking, and write it there.
+    A sweep's jobs are its direct subfolders (hydra.sweep.subdir is the job number); the basic
+    sweeper's multirun.yaml also marks a sweep whose subdir nests them deeper."""
+    if not path.is_dir() or (path / "multirun.yaml").is_file():
+        return None
+    homes = sorted({j.parent for j in find_job_dirs(path) if j != path}, key=str)
+    if not homes or homes == [path]:
+        return None  # one sweep, a run (said by the caller), or nothing to report (said by `report`)
+    sweeps = [h for h in homes if h != path]
+    return (f"holds the jobs of {len(sweeps)} folder{'s' if len(sweeps) > 1 else ''} below it, not one sweep's; "
+            f"give one, e.g. {sweeps[-1]}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

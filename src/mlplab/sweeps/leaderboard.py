@@ -242,11 +242,15 @@ def _planned(sweep_dir: Path) -> int | None:
 
     from mlplab.sweeps.preflight import planned_count
 
-    try:
-        config = OmegaConf.load(sweep_dir / "multirun.yaml")
-        return planned_count(config) if "hydra" in config else None  # type: ignore[operator]
-    except Exception:  # noqa: BLE001 - absent or damaged: the count is only a help
-        return None
+    # The basic sweeper writes multirun.yaml; Optuna's settings are in every trial's hydra.yaml.
+    trials = sorted(sweep_dir.glob("*/.hydra/hydra.yaml"))
+    for path in [sweep_dir / "multirun.yaml", *trials[:1]]:
+        try:
+            config = OmegaConf.load(path)
+            return planned_count(config) if "hydra" in config else None  # type: ignore[operator]
+        except Exception:  # noqa: BLE001 - absent or damaged: the count is only a help
+            continue
+    return None
 
 
 # --------------------------------------------------------------------------- rendering
