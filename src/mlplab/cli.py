@@ -12,6 +12,7 @@ import re
 import shutil
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,11 @@ from mlplab.sweeps.jobs import find_job_dirs
 from mlplab.sweeps.jobs import key as override_key
 
 T = TypeVar("T")
+
+# conf/hydra/launcher/joblib.yaml shares the plugin schema's name, so that its keys are checked
+# against it; Hydra 1.3 warns about that at every composition, in joblib's workers too (which
+# import this module with the task function): about 30 lines a sweep.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema")
 log = logging.getLogger(__name__)
 
 

@@ -155,6 +155,8 @@ def test_parallel_and_cluster_launchers_run_a_sweep_with_isolated_failure(launch
     assert proc.returncode == 0, explain(proc)
     assert [(r["setting"], r["status"]) for r in leaderboard(sweep)] == [
         ("optimizer.lr=0.05", "completed"), ("optimizer.lr=1000000.0", "diverged")]
+    # Hydra's warning about conf/hydra/launcher/joblib.yaml: 4 lines in the parent and each worker.
+    assert "validated against ConfigStore schema" not in proc.stdout + proc.stderr
 
 
 def test_optuna_sweep_runs_and_gets_a_leaderboard(tmp_path: Path) -> None:
