@@ -74,20 +74,22 @@ def planned_count(config: DictConfig) -> int | None:
     if sweeper.rsplit(".", 1)[-1] not in GRID_SWEEPERS:
         return None
     try:
-        sizes = {o.get_key_element(): len(_candidates(o))
-                 for o in OverridesParser.create().parse_overrides(sweep_arguments(config))}
+        overrides = OverridesParser.create().parse_overrides(sweep_arguments(config))
+        if any(not _candidates(o) for o in overrides):
+            return None  # a sweep type this module does not expand
+        return math.prod(len(c) for c in _choices(overrides).values())
     except Exception:  # noqa: BLE001 - e.g. a glob over a group's options, which needs the config loader
         return None
-    return math.prod(sizes.values()) if all(sizes.values()) else None
+
+
+def _choices(overrides: Sequence[Override]) -> dict[str, list[str]]:
+    """Each swept or fixed key's values; a later override of a key replaces it."""
+    return {o.get_key_element(): cands for o in overrides if (cands := _candidates(o))}
 
 
 def planned_jobs(config: DictConfig, overrides: Sequence[Override]) -> tuple[list[list[str]], bool]:
     """Job override lists to check, and whether they are every job of the sweep."""
-    choices: dict[str, list[str]] = {}
-    for o in overrides:
-        cands = _candidates(o)
-        if cands:
-            choices[o.get_key_element()] = cands  # a later override of a key replaces it
+    choices = _choices(overrides)
     keys = list(choices)
     size = 1
     for k in keys:
