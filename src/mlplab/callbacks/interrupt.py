@@ -76,7 +76,8 @@ class FinishFirst:
 
     Before, Lightning's default handler was back by then, so a Ctrl-C during the test left a
     trained run without a summary, which `resume=` then refused (nothing left to train). Entered
-    around the whole run; until `arm()` (fit has returned) a Ctrl-C interrupts as Python's own
+    around the whole run; until `arm()` (training has ended: `GracefulInterrupt.on_train_end`, or
+    fit has returned) a Ctrl-C interrupts as Python's own
     handler would, and during fit `GracefulInterrupt` holds SIGINT. A second Ctrl-C stops at once.
     """
 
