@@ -21,6 +21,7 @@ from mlplab import bench
         (["--variants", "plain,keras"], "--variants: unknown ['keras']"),
         (["--rounds", "0"], "--rounds=0: need ≥ 1"),
         (["--threads", "0"], "--threads=0: need ≥ 1"),
+        (["--threads", "4097"], "--threads=4097: more than the "),
         # A repeated variant paired round 2's mlplab run with round 1's second plain run.
         (["--variants", "plain,mlplab,plain"], "--variants=plain,mlplab,plain: each variant at most once"),
         (["--batch-sizes", "128,128"], "--batch-sizes=128,128: each batch size at most once"),

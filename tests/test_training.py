@@ -319,6 +319,19 @@ def test_flush_denormal_is_applied_for_the_run(make_cfg, flush: bool) -> None:
         torch.set_flush_denormal(True)
 
 
+def test_more_threads_than_cpus_are_warned_about(make_cfg, caplog) -> None:
+    import os
+
+    before = torch.get_num_threads()
+    too_many = len(os.sched_getaffinity(0)) + 1
+    try:
+        with caplog.at_level("WARNING"):
+            train(make_cfg([*SYNTH, "trainer.max_epochs=1", "test=false", "report=false", f"torch_threads={too_many}"]))
+        assert f"torch_threads={too_many}: more than the {too_many - 1} CPUs" in caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_logger_none_trains_without_the_learning_rate_monitor(make_cfg, tmp_path: Path) -> None:
     # The default callbacks include LearningRateMonitor, which Lightning refuses without a logger.
     train(make_cfg([*SYNTH, "logger=none", "trainer.max_epochs=2", "scheduler=cosine", "report=false"]))

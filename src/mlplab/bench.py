@@ -389,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds={args.rounds}: need ≥ 1")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads={args.threads}: need ≥ 1")
+    if args.threads is not None and args.threads > (usable := len(os.sched_getaffinity(0))):
+        # More threads than CPUs only measures their contention, not the training path.
+        parser.error(f"--threads={args.threads}: more than the {usable} CPUs this process may use")
     variants = args.variants.split(",")
     if unknown := [v for v in variants if v not in VARIANTS]:
         parser.error(f"--variants: unknown {unknown}; expected some of {', '.join(VARIANTS)}")

@@ -345,6 +345,9 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
     threads = job_threads(cfg)
     if threads:
         torch.set_num_threads(threads)
+        if threads > (usable := len(os.sched_getaffinity(0))):
+            log.warning("torch_threads=%d: more than the %d CPUs this process may use; the extra threads "
+                        "only contend for them", threads, usable)
     # Adam's first moment of a weight with zero gradient decays into the denormal range and
     # stays there (x * 0.9 rounds back to x); CPU arithmetic on denormals is ~5× slower
     # (docs/speed.md).
