@@ -392,6 +392,22 @@ def test_a_summary_without_a_best_checkpoint_points_to_the_last_one(tmp_path: Pa
     assert line.split() == ["checkpoint", "b.ckpt"]
 
 
+def test_the_summary_numbers_epochs_as_the_best_epoch_does(capsys) -> None:
+    # "epochs run 11" beside "best epoch 10" read as the last-but-one epoch; it is the last.
+    from omegaconf import OmegaConf
+
+    from mlplab.training import _print_summary
+
+    summary = {"status": "completed", "error": None, "epochs": 11, "stopped_early": True, "validation": True,
+               "best_epoch": 10, "metrics": {}, "best_checkpoint": "b.ckpt", "last_checkpoint": None,
+               "fit_seconds": 1.0, "run_dir": "r"}
+    _print_summary(summary, OmegaConf.create({}))
+    lines = capsys.readouterr().out.splitlines()
+    assert "epochs run    11, numbered 0–10 (stopped early)" in lines
+    _print_summary({**summary, "epochs": 0, "stopped_early": False, "best_epoch": None}, OmegaConf.create({}))
+    assert "epochs run    0" in capsys.readouterr().out.splitlines()
+
+
 def test_lightnings_adverts_are_dropped_and_its_information_kept(make_cfg, caplog) -> None:
     # Lightning 2.6 prints a "💡 Tip" for its cloud logger on every run (and one for its model
     # registry when checkpointing), and a note that our ModelSummary replaces its default one.

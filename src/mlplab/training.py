@@ -503,7 +503,9 @@ def _print_summary(s: dict[str, Any], cfg: DictConfig) -> None:
 
     lines = [
         f"status        {s['status']}" + (f" ({s['error']})" if s["error"] else ""),
-        f"epochs run    {s['epochs']}" + (" (stopped early)" if s["stopped_early"] else ""),
+        # Numbered as Lightning, TensorBoard and the checkpoints number them, so "best epoch 7" reads right.
+        f"epochs run    {s['epochs']}" + (f", numbered 0–{s['epochs'] - 1}" if s["epochs"] > 0 else "")
+        + (" (stopped early)" if s["stopped_early"] else ""),
         f"best epoch    {'none' if s['best_epoch'] is None else s['best_epoch']}  val/acc_best {fmt('val/acc_best')}"
         if s.get("validation", True) else f"final epoch   {s['best_epoch']}  (data.val_size=0: no validation)",
         f"test          loss {fmt('test/loss')}  acc {fmt('test/acc')}",
