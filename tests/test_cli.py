@@ -538,13 +538,18 @@ def test_a_resume_keeps_its_data_and_its_hold_out(tmp_path: Path) -> None:
                                          "a new run, without ckpt_path, for other data)")
 
 
-def test_a_refused_run_leaves_no_folder_for_its_day(tmp_path: Path) -> None:
-    r = run([*SYNTH, "model.dropout=1.5", f"paths.output_root={tmp_path}"])
+def test_a_refused_run_leaves_no_folder_it_made(tmp_path: Path) -> None:
+    out = tmp_path / "outputs"
+    r = run([*SYNTH, "model.dropout=1.5", f"paths.output_root={out}"])
     assert _one_error(r) == "error: model.dropout=1.5: expected a value in [0, 1)"
-    assert not any((tmp_path / "runs").iterdir())  # runs/<date>/ was left behind, empty
-    r = run_python(["src/eval.py", f"ckpt_path={tmp_path}/none.ckpt", f"paths.output_root={tmp_path}"])
+    assert not out.exists()  # runs/<date>/, then outputs/runs/, were left behind, empty
+    r = run_python(["src/eval.py", f"ckpt_path={tmp_path}/none.ckpt", f"paths.output_root={out}"])
     assert _one_error(r) == f"error: ckpt_path={tmp_path}/none.ckpt: no such file"
-    assert not any((tmp_path / "evals").iterdir())
+    assert not out.exists()
+    # Folders that were there before stay, and so does whatever they hold.
+    (out / "evals" / "mine").mkdir(parents=True)
+    r = run_python(["src/eval.py", f"ckpt_path={tmp_path}/none.ckpt", f"paths.output_root={out}"])
+    assert r.returncode == 1 and [p.name for p in (out / "evals").iterdir()] == ["mine"]
 
 
 def test_a_key_of_an_unselected_group_asks_for_the_group(tmp_path: Path) -> None:

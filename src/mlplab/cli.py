@@ -187,6 +187,18 @@ def _remove_run_dir(run_dir: Path) -> None:
             run_dir.parent.rmdir()  # only if empty
         except OSError:
             pass
+    # Folders the claim created for this run alone (a first eval's `outputs/evals/<date>`):
+    # left empty, they would look like the trace of a run.
+    if _created_from is not None and _created_from in (run_dir, *run_dir.parents):
+        for folder in run_dir.parents:
+            if _created_from not in (folder, *folder.parents):
+                break
+            try:
+                folder.rmdir()  # only if empty: another run may have started in it since
+            except FileNotFoundError:
+                continue  # the day's folder, removed above
+            except OSError:
+                break
 
 
 @dataclass
@@ -268,6 +280,7 @@ class _Resume:
 
 _resuming: _Resume | None = None
 _new_run_dir: Path | None = None  # the directory this process claimed for a new run
+_created_from: Path | None = None  # the outermost folder that claim created (outputs/, evals/…)
 
 
 def resume_argv(argv: list[str]) -> list[str]:
@@ -362,8 +375,11 @@ def _named(config: DictConfig, name: str) -> bool:
 
 def _claim(path: Path) -> bool:
     """Create `path`; False if it existed. mkdir is atomic: of two runs, one creates it."""
+    global _created_from
+    first_new = next((p for p in reversed((path, *path.parents)) if not p.exists()), None)
     try:
         path.mkdir(parents=True)
+        _created_from = first_new
         return True
     except FileExistsError:
         if not path.is_dir():
