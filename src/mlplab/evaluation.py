@@ -463,6 +463,7 @@ def _member(cfg: Any, ckpt_path: Path, precision: str | None) -> _Member:
 
     from mlplab import checkpoints
     from mlplab.config import ConfigError, check_data
+    from mlplab.sweeps.jobs import key as override_key
 
     try:
         loaded = checkpoints.load(ckpt_path)
@@ -471,9 +472,20 @@ def _member(cfg: Any, ckpt_path: Path, precision: str | None) -> _Member:
     if precision is not None:
         loaded.model.use_precision(precision)
     if cfg.get("data") is not None:
-        # The user chose a data group on the command line: evaluate on that instead, with the
-        # checkpoint's seed unless one is given (synthetic data: the same generated problem).
+        # The user chose a data group on the command line. Its own dataset: the checkpoint's
+        # settings with the `data.*` given over them (`data=mnist data.tta.shift=1`: the trained
+        # normalisation, hold-out and synthetic problem, with views). Another dataset: the group's,
+        # but the network's own input scaling. The seed is the checkpoint's unless one is given.
+        given = [k.removeprefix("data.") for o in HydraConfig.get().overrides.task
+                 if (k := override_key(o)).startswith("data.")]
         data = OmegaConf.to_container(cfg.data, resolve=True)
+        if data.get("_target_") == loaded.data.get("_target_"):
+            base = OmegaConf.create({**loaded.data, **{k: data[k] for k in ("data_dir",) if k in data}})
+            for key in given:
+                OmegaConf.update(base, key, OmegaConf.select(cfg.data, key), merge=False)
+            data = OmegaConf.to_container(base, resolve=True)
+        else:
+            data.update({k: loaded.data[k] for k in ("mean", "std") if k in loaded.data and k not in given})
         data["seed"] = cfg.seed if cfg.get("seed") is not None else loaded.data.get("seed", data.get("seed"))
         data_name, data_dir = str(HydraConfig.get().runtime.choices.get("data")), None
         check_data(data)

@@ -239,8 +239,14 @@ def test_each_member_is_scored_with_its_own_normalisation(mnist_run: Path, make_
     assert [m["accuracy"] for m in json.loads((out / "eval.json").read_text())["checkpoints"]] == alone
     # Scored with the first member's normalisation, the second would score otherwise.
     proc = script("eval.py", f"ckpt_path={members[1]}", f"hydra.run.dir={tmp_path / 'mixed'}", f"paths.data_dir={DATA}",
-                  "data=mnist")
+                  "data=mnist", "data.mean=0.1307", "data.std=0.3081")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "mixed" / "eval.json").read_text())["accuracy"] != alone[1]
+    # Naming the data group alone keeps the network's own normalisation: it took the group's,
+    # and `data=mnist data.tta.shift=1` scored views of wrongly scaled images.
+    proc = script("eval.py", f"ckpt_path={members[1]}", f"hydra.run.dir={tmp_path / 'named'}", f"paths.data_dir={DATA}",
+                  "data=mnist")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "named" / "eval.json").read_text())["accuracy"] == alone[1]
     _refused_in_one_line(script, tmp_path, f"[{members[0]},{_tiny_synthetic(make_cfg, tmp_path / 's', 'seed=3')}]",
                          "test", ["ckpt_path:", "must be trained on the same data", "mnist"])
