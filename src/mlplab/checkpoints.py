@@ -67,6 +67,7 @@ class LoadedCheckpoint:
     data: dict[str, Any]  # the data config the model was trained with
     class_names: list[str]
     epoch: int | None
+    run: str | None = None  # the checkpoints folder it was saved to in training: one per run, kept by copies
 
     @property
     def in_features(self) -> int:
@@ -221,7 +222,10 @@ def load(path: str | Path) -> LoadedCheckpoint:
     model.use_precision(ckpt["hyper_parameters"].get("precision"))
     model.eval()
     epoch = ckpt.get("epoch")
-    return LoadedCheckpoint(p, model, args, data, names, int(epoch) if isinstance(epoch, int) else None)
+    callbacks = ckpt.get("callbacks") if isinstance(ckpt.get("callbacks"), dict) else {}
+    run = next((str(v["dirpath"]) for k, v in callbacks.items()
+                if str(k).startswith("ModelCheckpoint") and isinstance(v, dict) and v.get("dirpath")), None)
+    return LoadedCheckpoint(p, model, args, data, names, int(epoch) if isinstance(epoch, int) else None, run)
 
 
 def datamodule_class(path: Path, target: Any) -> type[TensorDataModule]:

@@ -444,15 +444,16 @@ def _ckpt_paths(cfg: Any) -> list[Path]:
             paths += map(Path, found)
         else:
             paths.append(Path(item))
-    runs: dict[Path, Path] = {}
+    seen: set[Path] = set()
     for p in paths:
-        # One checkpoint a run: best.ckpt and last.ckpt of one run would count it twice.
-        same = runs.setdefault(p.resolve().parent, p)
-        if same is not p:
-            what = "is given twice" if same.resolve() == p.resolve() else f"and {same} are checkpoints of one run"
-            raise ConfigError(f"ckpt_path: {p} {what}; an ensemble takes one checkpoint a run "
-                              "(a pattern such as <sweep>/*/checkpoints/best.ckpt takes each run's best)")
+        if p.resolve() in seen:
+            raise ConfigError(f"ckpt_path: {p} {_ONE_A_RUN.format(what='is given twice')}")
+        seen.add(p.resolve())
     return paths
+
+
+_ONE_A_RUN = ("{what}; an ensemble takes one checkpoint a run (a pattern such as <sweep>/*/checkpoints/best.ckpt "
+              "takes each run's best)")
 
 
 def _member(cfg: Any, ckpt_path: Path, precision: str | None) -> _Member:
@@ -520,6 +521,13 @@ def _check_ensemble(members: list[_Member], split: str) -> None:
     from mlplab.checkpoints import short_names
     from mlplab.config import ConfigError, show
 
+    # One checkpoint a run: best.ckpt and last.ckpt of one run would count it twice. A run is
+    # known by the folder training saved it to, so copies gathered in one folder still count
+    # as their own runs.
+    runs: dict[str, _Member] = {}
+    for m in members:
+        if m.loaded.run is not None and (same := runs.setdefault(m.loaded.run, m)) is not m:
+            raise ConfigError(f"ckpt_path: {m.path} {_ONE_A_RUN.format(what=f'and {same.path} are checkpoints of one run')}")
     first = members[0]
     for m in members[1:]:
         if m.data.get("_target_") != first.data.get("_target_") or m.loaded.class_names != first.loaded.class_names:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import inspection_support as support
@@ -196,6 +197,11 @@ def test_an_ensemble_scores_one_set_of_samples_or_refuses_in_one_line(make_cfg, 
     other_problem = _tiny_synthetic(make_cfg, tmp_path / "p", "seed=3", "data.separability=3.0")
     final = _tiny_synthetic(make_cfg, tmp_path / "f", "seed=3", "data.val_size=0").parent / "final.ckpt"
     last = a.parent / "last.ckpt"
+    gathered = tmp_path / "gathered"
+    gathered.mkdir()
+    same_problem = _tiny_synthetic(make_cfg, tmp_path / "b", "seed=4", "data.seed=3")
+    for name, source in (("a_best", a), ("a_last", last), ("b_best", same_problem)):
+        shutil.copy(source, gathered / f"{name}.ckpt")
     for paths, split, words in (
         (f"[{a},{other_split}]", "val", ["ckpt_path:", "held out its validation split with data.seed=5", "data.seed=3", "split=test can"]),
         (f"[{a},{other_problem}]", "test", ["ckpt_path:", f"{other_problem} is scored on other test samples than {a}"]),
@@ -203,6 +209,10 @@ def test_an_ensemble_scores_one_set_of_samples_or_refuses_in_one_line(make_cfg, 
         (f"[{a},{a}]", "test", ["ckpt_path:", f"{a} is given twice"]),
         (f"[{a},{last}]", "test", ["ckpt_path:", f"{last} and {a} are checkpoints of one run"]),
         (f"{tmp_path}/a/checkpoints/*.ckpt", "test", ["ckpt_path:", "last.ckpt and", "are checkpoints of one run"]),
+        # Copied into one folder, one run's checkpoints are still one run's.
+        (f"{gathered}/*.ckpt", "test", ["ckpt_path:", "a_last.ckpt and", "are checkpoints of one run"]),
+        # Run folders were called "checkpoints of one run" (they share outputs/runs).
+        (f"[{tmp_path / 'a'},{tmp_path / 'o'}]", "test", [f"ckpt_path={tmp_path / 'a'}: is a directory"]),
         (f"{tmp_path}/nothing/*.ckpt", "test", [f"ckpt_path={tmp_path}/nothing/*.ckpt: the pattern matches no file"]),
         # Quoted for Hydra, the list is one string, which reads as a glob character class.
         (f"'[{a},{other_split}]'", "test", [f"ckpt_path=[{a},{other_split}]: a string, not a list"]),
@@ -210,6 +220,10 @@ def test_an_ensemble_scores_one_set_of_samples_or_refuses_in_one_line(make_cfg, 
         (f"[{a},{tmp_path}/nothing.ckpt]", "test", [f"ckpt_path={tmp_path}/nothing.ckpt: no such file"]),
     ):
         _refused_in_one_line(script, tmp_path, paths, split, words)
+    # Other runs' checkpoints gathered in one folder make an ensemble: they were refused as one run's.
+    proc = script("eval.py", f"ckpt_path=[{gathered}/a_best.ckpt,{gathered}/b_best.ckpt]", f"hydra.run.dir={tmp_path / 'g'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(json.loads((tmp_path / "g" / "eval.json").read_text())["checkpoints"]) == 2
     # predict.py takes one checkpoint, and says so (it reported an existing list as "no such file").
     out = tmp_path / "predict"
     proc = script("predict.py", f"ckpt_path=[{a},{other_split}]", f"inputs={a}", f"hydra.run.dir={out}")
