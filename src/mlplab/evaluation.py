@@ -481,7 +481,8 @@ def _member(cfg: Any, ckpt_path: Path, precision: str | None) -> _Member:
                  if (k := override_key(o)).startswith("data.")]
         data = OmegaConf.to_container(cfg.data, resolve=True)
         if data.get("_target_") == loaded.data.get("_target_"):
-            base = OmegaConf.create({**loaded.data, **{k: data[k] for k in ("data_dir",) if k in data}})
+            # The group's defaults fill in keys a checkpoint of an older mlplab lacks.
+            base = OmegaConf.merge(data, {k: v for k, v in loaded.data.items() if k in data and k != "data_dir"})
             for key in given:
                 OmegaConf.update(base, key, OmegaConf.select(cfg.data, key), merge=False)
             data = OmegaConf.to_container(base, resolve=True)
