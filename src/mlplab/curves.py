@@ -13,6 +13,7 @@ printed; `--patience N` adds the epoch at which early stopping with that patienc
 from __future__ import annotations
 
 import argparse
+import bisect
 import math
 import os
 import re
@@ -124,11 +125,13 @@ def read_scalars(run_dir: str | os.PathLike[str]) -> dict[str, list[Point]]:
     return {tag: sorted(points, key=lambda p: p.step) for tag, points in out.items()}
 
 
-def epoch_axis(points: Sequence[Point]) -> list[float]:
+def epoch_axis(points: Sequence[Point], ends: Mapping[int, int] | None = None) -> list[float]:
     """x positions in epochs completed: a once-per-epoch metric of epoch e sits at e + 1; a
-    metric logged several times per epoch (train/loss_step) is spread evenly inside (e, e + 1]."""
+    metric logged several times per epoch (train/loss_step) is spread evenly inside (e, e + 1].
+    A metric logged without its epoch (the learning rate) sits where its step falls between
+    the ends of epochs (`ends`: epoch → its last step), so it shares the other panels' axis."""
     if any(p.epoch is None for p in points):
-        return [float(p.step) for p in points]
+        return _steps_as_epochs([p.step for p in points], ends or {})
     by_epoch: dict[int, list[int]] = defaultdict(list)
     for p in points:
         by_epoch[p.epoch].append(p.step)  # type: ignore[index]
@@ -141,6 +144,30 @@ def epoch_axis(points: Sequence[Point]) -> list[float]:
             rank = sorted(steps).index(p.step) + 1
             x.append(p.epoch + rank / len(steps))  # type: ignore[operator]
     return x
+
+
+def epoch_ends(scalars: Mapping[str, Sequence[Point]]) -> dict[int, int]:
+    """Each epoch's last logged step, over every metric logged with its epoch."""
+    ends: dict[int, int] = {}
+    for points in scalars.values():
+        for p in points:
+            if p.epoch is not None:
+                ends[p.epoch] = max(ends.get(p.epoch, p.step), p.step)
+    return ends
+
+
+def _steps_as_epochs(steps: Sequence[int], ends: Mapping[int, int]) -> list[float]:
+    # Anchors (step, epochs completed): (0, 0) and the end of each epoch; between them linear,
+    # beyond the last at the last epoch's pace. No epochs known: steps stay steps.
+    if not ends:
+        return [float(s) for s in steps]
+    anchors = [(0, 0.0), *sorted((step, epoch + 1.0) for epoch, step in ends.items())]
+    out = []
+    for s in steps:
+        i = min(max(bisect.bisect_left(anchors, (s, -math.inf)), 1), len(anchors) - 1)
+        (x0, y0), (x1, y1) = anchors[i - 1], anchors[i]
+        out.append(y0 + (s - x0) * (y1 - y0) / max(x1 - x0, 1))
+    return out
 
 
 def find_runs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -184,7 +211,27 @@ def _overrides(run: Path) -> dict[str, str]:
 
 def run_labels(runs: Sequence[Path]) -> list[str]:
     """Each run named by the overrides that differ between the runs: with one such key only
-    its value, less a prefix all values share (`notes_optimizers_adam` → `adam`)."""
+    its value, less a prefix all values share (`notes_optimizers_adam` → `adam`); runs that
+    would share a name get where they are after it."""
+    labels = _setting_labels(runs)
+    twins = [i for i, name in enumerate(labels) if labels.count(name) > 1]
+    if twins and len(twins) < len(runs):
+        tails = _path_tails([runs[i] for i in twins])
+        for i, tail in zip(twins, tails, strict=True):
+            labels[i] = f"{labels[i]} ({tail})"
+    return labels
+
+
+def _path_tails(runs: Sequence[Path]) -> list[str]:
+    """The shortest distinct path tails."""
+    for depth in range(1, 6):
+        tails = ["/".join(r.resolve().parts[-depth:]) for r in runs]
+        if len(set(tails)) == len(tails):
+            return tails
+    return [str(r) for r in runs]
+
+
+def _setting_labels(runs: Sequence[Path]) -> list[str]:
     overrides = [_overrides(r) for r in runs]
     keys = sorted({k for o in overrides for k in o})
     varying = [k for k in keys if len({o.get(k) for o in overrides}) > 1]
@@ -199,12 +246,8 @@ def run_labels(runs: Sequence[Path]) -> list[str]:
         # A key a run did not override is left out: it ran that key's config value.
         return [" ".join(f"{k}={o[k]}" for k in varying if k in o) or "(config defaults)"
                 for o in overrides]
-    # Nothing tells them apart but where they are: the shortest distinct path tails.
-    for depth in range(1, 6):
-        tails = ["/".join(r.resolve().parts[-depth:]) for r in runs]
-        if len(set(tails)) == len(tails):
-            return tails
-    return [str(r) for r in runs]
+    # Nothing tells them apart but where they are.
+    return _path_tails(runs)
 
 
 def load_curves(runs: Sequence[Path], metrics: Sequence[str], labels: Sequence[str] | None = None,
@@ -222,7 +265,7 @@ def load_curves(runs: Sequence[Path], metrics: Sequence[str], labels: Sequence[s
         for run, name, tags in zip(runs, names, scalars, strict=True):
             points = tags.get(metric)
             if points:
-                curves.append(Curve(run, name, metric, epoch_axis(points), [p.value for p in points]))
+                curves.append(Curve(run, name, metric, epoch_axis(points, epoch_ends(tags)), [p.value for p in points]))
         if not curves:
             known = sorted({t for tags in scalars for t in tags if not t.startswith("_")})
             option = (options or {}).get(metric, "--metric")

@@ -52,6 +52,19 @@ def test_scalars_map_to_epochs_even_where_two_epochs_share_a_step(tmp_path: Path
     assert "epoch" not in scalars
 
 
+def test_a_metric_logged_without_its_epoch_is_placed_by_its_step_between_epoch_ends(tmp_path: Path) -> None:
+    # The learning rate monitor logs no `epoch`: its points sat at x = step (0, 10, 20) on an
+    # axis labelled "epoch", beside val/loss at 1 and 2.
+    _write_run(tmp_path, [(9, 0, {"val/loss": 1.5}), (19, 1, {"val/loss": 1.25})])
+    writer = SummaryWriter(str(tmp_path / "tensorboard"), filename_suffix=".lr")
+    for step, lr in ((0, 0.1), (10, 0.05), (24, 0.01)):
+        writer.add_scalar("lr-SGD", lr, step)
+    writer.close()
+    loaded = curves.load_curves([tmp_path], ["val/loss", "lr-SGD"])
+    assert loaded["val/loss"][0].x == [1.0, 2.0]
+    assert loaded["lr-SGD"][0].x == pytest.approx([0.0, 1.1, 2.5])  # past the last end: at its pace
+
+
 def test_a_value_written_again_at_the_same_step_keeps_the_later_write(tmp_path: Path) -> None:
     _write_run(tmp_path, [(9, 0, {"val/loss": 1.5}), (19, 1, {"val/loss": 1.4})])
     # A resumed run that re-ran epoch 1 appends a second event file.
@@ -82,6 +95,10 @@ def test_labels_fall_back_to_paths_and_name_only_what_differs(tmp_path: Path) ->
     _write_run(b, [(0, 0, {"val/loss": 1.0})], ["seed=2", "optimizer=sgd", "model.l2=0.1"])
     # Keys in sorted order; one a run did not override is left out of its label.
     assert curves.run_labels([a, b]) == ["seed=1", "model.l2=0.1 seed=2"]
+    # The same command run twice beside another: the twins shared a label, a colour and a legend entry.
+    c = tmp_path / "c" / "run"
+    _write_run(c, [(0, 0, {"val/loss": 1.0})], ["seed=1", "optimizer=sgd"])
+    assert curves.run_labels([a, b, c]) == ["seed=1 (a/run)", "model.l2=0.1 seed=2", "seed=1 (c/run)"]
 
 
 @pytest.mark.parametrize(("values", "patience", "mode", "expected"), [
