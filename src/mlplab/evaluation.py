@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 import secrets
@@ -413,6 +414,18 @@ class _Member:
     precision: str
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null: json.dumps writes them as bare NaN, which strict readers
+    refuse (a class absent from the split has no accuracy)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _ckpt_paths(cfg: Any) -> list[Path]:
     """`ckpt_path`: one checkpoint, or several scored as an ensemble by their mean class
     probability: a list (`ckpt_path=[a.ckpt,b.ckpt]`) or a pattern that matches several
@@ -619,7 +632,7 @@ def run_eval(cfg: Any) -> dict[str, Any]:
                  for m, e in zip(members, own, strict=True)]
         head = "\n".join([f"an ensemble of {len(members)} checkpoints (mean class probability) on the {ev.split} "
                           f"split of {members[0].data_name}: {ev.n} samples", *lines])
-    write_atomic(out, json.dumps(result, indent=2) + "\n")
+    write_atomic(out, json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n")
     print("\n".join(["", head, "", format_evaluation(ev), "", f"wrote {out}"]), flush=True)
     return result
 

@@ -76,6 +76,13 @@ def test_a_final_fit_is_evaluated_on_test_and_refuses_val_in_one_line(make_cfg, 
         write_report(tmp_path / "run", "val")
     assert not list((tmp_path / "run").glob("*.png"))
     assert "confusion_matrix.png" in {p.name for p in write_report(tmp_path / "run")}  # the default: test
+    # No validation chose an epoch: the curves drew a "best epoch" line at the last one.
+    from mlplab.inspect.report import _curves_figure
+
+    figure = _curves_figure(tmp_path / "run", summary)
+    labels = [t.get_text() for ax in figure.axes for legend in [ax.get_legend()] if legend for t in legend.get_texts()]
+    labels += [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert labels and not any("best epoch" in label for label in labels), labels
 
 
 def test_a_chosen_data_group_keeps_the_checkpoints_seed_and_hold_out(make_cfg, script, tmp_path: Path) -> None:
@@ -264,3 +271,18 @@ def test_each_member_is_scored_with_its_own_normalisation(mnist_run: Path, make_
     assert json.loads((tmp_path / "named" / "eval.json").read_text())["accuracy"] == alone[1]
     _refused_in_one_line(script, tmp_path, f"[{members[0]},{_tiny_synthetic(make_cfg, tmp_path / 's', 'seed=3')}]",
                          "test", ["ckpt_path:", "must be trained on the same data", "mnist"])
+
+
+def test_a_class_absent_from_the_split_is_null_in_strict_json(make_cfg, script, tmp_path: Path) -> None:
+    # json.dumps wrote its accuracy as a bare NaN, which strict JSON readers refuse.
+    checkpoints, _ = _synthetic_run(make_cfg, tmp_path, "data.n_classes=10", "data.test_size=8")
+    out = tmp_path / "eval"
+    proc = script("eval.py", f"ckpt_path={checkpoints / 'best.ckpt'}", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in eval.json")
+
+    result = json.loads((out / "eval.json").read_text(), parse_constant=refuse)
+    per_class = result["per_class_accuracy"]
+    assert None in per_class.values() and all(v is None or 0 <= v <= 1 for v in per_class.values())

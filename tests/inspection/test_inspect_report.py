@@ -136,3 +136,18 @@ def test_a_file_given_as_the_run_is_named_as_a_file(tmp_path: Path) -> None:
     (tmp_path / "best.ckpt").write_bytes(b"not a run")
     proc = _inspect(tmp_path / "best.ckpt")
     assert proc.returncode == 1 and proc.stderr.strip() == f"error: {tmp_path / 'best.ckpt'}: a file, not a run directory"
+
+
+def test_stopped_early_is_the_summarys_word_and_a_guess_only_without_it(tmp_path: Path) -> None:
+    # A run ended by trainer.max_steps was drawn "stopped early" beside a summary saying it was not.
+    from mlplab.inspect.report import _stopped_early
+
+    (tmp_path / ".hydra").mkdir()
+    config = tmp_path / ".hydra" / "config.yaml"
+    config.write_text("trainer:\n  max_epochs: 5\n  max_steps: 50\n")
+    done = {"status": "completed", "epochs": 3}
+    assert not _stopped_early(tmp_path, {**done, "stopped_early": False})
+    assert _stopped_early(tmp_path, {**done, "stopped_early": True})
+    assert not _stopped_early(tmp_path, done)  # a step limit ends runs before max_epochs too
+    config.write_text("trainer:\n  max_epochs: 5\n  max_steps: -1\n")
+    assert _stopped_early(tmp_path, done)  # an early version's summary, without the flag

@@ -94,16 +94,19 @@ def _curves_subtitle(summary: dict[str, Any], stopped: bool) -> str:
 
 
 def _stopped_early(run_dir: Path, summary: dict[str, Any]) -> bool:
-    """summary.json's flag, or a completed run that ended before trainer.max_epochs (the
-    flag is lost when testing the best checkpoint restores EarlyStopping's state from it)."""
-    if summary.get("stopped_early"):
-        return True
+    """summary.json's flag; a summary without one (an early version's) is guessed from a
+    completed run that ended before trainer.max_epochs with no step or time limit set."""
+    if "stopped_early" in summary:
+        return bool(summary["stopped_early"])
     if summary.get("status") != "completed" or not isinstance(summary.get("epochs"), int):
         return False
     try:
-        max_epochs = _config(run_dir)["trainer"]["max_epochs"]
+        trainer = _config(run_dir)["trainer"]
+        max_epochs = trainer["max_epochs"]
     except (KeyError, TypeError):  # without the config there is nothing to compare with
         return False
+    if trainer.get("max_steps") not in (None, -1) or trainer.get("max_time") is not None:
+        return False  # those limits end runs early too
     return isinstance(max_epochs, int) and 0 < summary["epochs"] < max_epochs
 
 
@@ -130,7 +133,9 @@ def _curves_figure(run_dir: Path, summary: dict[str, Any]) -> Figure:
     stop = max(epochs) if stopped and epochs else None
     desc = _describe(_config(run_dir))
     title = f"run {_run_name(run_dir)}" + (f": {desc}" if desc else "")
-    return curves_figure(curves, summary.get("best_epoch"), stop, title, _curves_subtitle(summary, stopped))
+    # A final fit (data.val_size=0) chose no epoch: its best_epoch is just the last.
+    best = summary.get("best_epoch") if summary.get("validation", True) else None
+    return curves_figure(curves, best, stop, title, _curves_subtitle(summary, stopped))
 
 
 def _checkpoint_figures(run_dir: Path, ckpt: Path, split: str | None = None,
