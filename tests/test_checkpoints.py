@@ -91,7 +91,14 @@ def _assert_refused(path: Path, pattern: str) -> None:
 
 def test_missing_path_and_directory(tmp_path: Path) -> None:
     _assert_refused(tmp_path / "nope.ckpt", "no such file")
-    _assert_refused(tmp_path, "is a directory, expected a .ckpt file")
+    _assert_refused(tmp_path, "is a directory, expected a .ckpt file$")
+    # A final fit's run has final.ckpt, no best.ckpt: it was offered no hint.
+    (tmp_path / "checkpoints").mkdir()
+    write_checkpoint(tmp_path / "checkpoints" / "final.ckpt")
+    _assert_refused(tmp_path, f"is a directory, expected a .ckpt file; did you mean {tmp_path}/checkpoints/final.ckpt")
+    write_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
+    _assert_refused(tmp_path, "did you mean .*/checkpoints/best.ckpt")
+    _assert_refused(tmp_path / "checkpoints", "did you mean .*/checkpoints/best.ckpt")
 
 
 def test_non_checkpoint_files(tmp_path: Path) -> None:

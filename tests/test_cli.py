@@ -599,6 +599,17 @@ def test_the_one_line_check_lets_every_valid_override_through() -> None:
     assert unknown_overrides(["train.py", "+optimizer=sgd"], conf, "train") == [
         "+optimizer=sgd: optimizer is in this config already (by default optimizer=adam); select an option "
         "without +: optimizer=sgd"]
+    # eval.py composed a training group added with + and ignored it; without +, it pointed to an
+    # experiment, which eval.py has no group for either.
+    for sel in ("+optimizer=sgd", "optimizer=sgd", "experiment=fashion_best"):
+        group = sel.lstrip("+").split("=")[0]
+        assert unknown_overrides(["eval.py", "ckpt_path=x.ckpt", sel], conf, "eval") == [
+            f"{sel}: eval.py has no {group} group (its groups: data); the model and how it was trained come from the "
+            "checkpoint"]
+    assert unknown_overrides(["predict.py", "+model=mlp"], conf, "predict") == [
+        "+model=mlp: predict.py has no model group (it takes no config group); the model and how it was trained "
+        "come from the checkpoint"]
+    assert unknown_overrides(["eval.py", "data=fashion"], conf, "eval") == []
     assert unknown_overrides(["train.py", "data=synthetic", "model.hidden_sizes=[64,64"], conf, "train") == [
         "model.hidden_sizes=[64,64: not an override Hydra can read (no viable alternative at input '[64,64'); the "
         "form is key=value, a list as key=[a,b] (quoted for the shell)"]

@@ -131,8 +131,10 @@ def existing_file(path: str | Path) -> Path:
     if not p.exists():
         raise CheckpointError(f"{p}: no such file")
     if p.is_dir():
-        best = p / "checkpoints" / "best.ckpt"
-        hint = f"; did you mean {best}?" if best.is_file() else ""
+        # best.ckpt, or a final fit's final.ckpt; in the run directory or its checkpoints folder.
+        found = next((f for folder in (p / "checkpoints", p) for f in (folder / "best.ckpt", folder / "final.ckpt")
+                      if f.is_file()), None)
+        hint = f"; did you mean {found}?" if found else ""
         raise CheckpointError(f"{p}: is a directory, expected a .ckpt file{hint}")
     return p
 

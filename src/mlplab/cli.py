@@ -501,6 +501,9 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
                 base = compose(config_name, overrides=selections)
             except Exception:  # noqa: BLE001 - Hydra reports what composing cannot do, or:
                 return messages + _misplaced_selections(selections, groups, conf_dir, config_name)
+            if config_name != "train" and any(s.startswith("+") for s in selections):
+                # eval.py and predict.py compose a training group added with + and ignore it.
+                messages += _misplaced_selections(selections, groups, conf_dir, config_name)
     except Exception:  # noqa: BLE001
         return messages
     finally:
@@ -576,9 +579,15 @@ def _misplaced_selections(selections: list[str], groups: set[str], conf_dir: Pat
     except Exception:  # noqa: BLE001 - something else is wrong: Hydra says what
         return []
     messages = []
+    script = f"{config_name}.py" if config_name != "train" else ""  # conf/eval.yaml is src/eval.py's
     for sel in selections:
         group = group_of(sel)
-        if sel.startswith("+") and group in chosen:
+        if script and group not in chosen and group in groups:
+            uses = sorted(g for g in chosen if not g.startswith("hydra"))
+            messages.append(f"{sel}: {script} has no {group} group ("
+                            + (f"its groups: {', '.join(uses)}" if uses else "it takes no config group")
+                            + "); the model and how it was trained come from the checkpoint")
+        elif sel.startswith("+") and group in chosen:
             default = f"by default {group}={chosen[group]}" if chosen[group] is not None else "unset by default"
             messages.append(f"{sel}: {group} is in this config already ({default}); select an option without +: "
                             f"{sel.lstrip('+')}")

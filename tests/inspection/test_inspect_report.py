@@ -74,6 +74,12 @@ def test_a_sweep_directory_is_refused_not_drawn_as_one_run(tmp_path: Path, synth
 
     for job in ("0", "1"):
         shutil.copytree(synthetic_run, tmp_path / job)
+    # Without a sweep's files it is a folder of runs (outputs/runs), which has no leaderboard.
+    proc = _inspect(tmp_path)
+    assert proc.returncode == 1
+    assert f"{tmp_path}: a folder of runs (2 runs); give one run's directory, e.g. {tmp_path / '0'}" in proc.stderr
+    assert "leaderboard" not in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "multirun.yaml").write_text("hydra: {}\n")
     proc = _inspect(tmp_path)
     assert proc.returncode == 1
     assert f"{tmp_path}: a sweep directory (2 jobs)" in proc.stderr and "Traceback" not in proc.stderr
@@ -151,3 +157,17 @@ def test_stopped_early_is_the_summarys_word_and_a_guess_only_without_it(tmp_path
     assert not _stopped_early(tmp_path, done)  # a step limit ends runs before max_epochs too
     config.write_text("trainer:\n  max_epochs: 5\n  max_steps: -1\n")
     assert _stopped_early(tmp_path, done)  # an early version's summary, without the flag
+
+
+def test_a_relative_data_dir_is_read_from_where_training_ran(tmp_path: Path) -> None:
+    # Run from another folder, inspect looked for data/MNIST there and said "run make data".
+    from mlplab.inspect.report import _trained_data_dir
+
+    repo, run = tmp_path / "repo", tmp_path / "repo" / "outputs" / "runs" / "r"
+    (repo / "data").mkdir(parents=True)
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    cwd: {repo}\n")
+    assert _trained_data_dir(run, {"data_dir": "data"}) == str(repo / "data")
+    assert _trained_data_dir(run, {"data_dir": "elsewhere"}) is None  # not there either: as given
+    assert _trained_data_dir(run, {"data_dir": str(tmp_path)}) is None  # absolute: as given
+    assert _trained_data_dir(tmp_path, {"data_dir": "data"}) is None  # no .hydra

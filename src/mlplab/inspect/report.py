@@ -138,6 +138,21 @@ def _curves_figure(run_dir: Path, summary: dict[str, Any]) -> Figure:
     return curves_figure(curves, best, stop, title, _curves_subtitle(summary, stopped))
 
 
+def _trained_data_dir(run_dir: Path, data: dict[str, Any]) -> str | None:
+    """A relative `data_dir` as training read it: from the folder training ran in (Hydra's
+    `runtime.cwd`), not from wherever inspect runs."""
+    stored = data.get("data_dir")
+    if not isinstance(stored, str) or Path(stored).is_absolute():
+        return None
+    try:
+        import yaml
+
+        cwd = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["cwd"]
+    except Exception:  # noqa: BLE001 - without it the path stays relative to here
+        return None
+    return str(Path(cwd) / stored) if isinstance(cwd, str) and (Path(cwd) / stored).is_dir() else None
+
+
 def _checkpoint_figures(run_dir: Path, ckpt: Path, split: str | None = None,
                         data_dir: str | None = None) -> list[tuple[str, Figure]]:
     """(file name, figure): the confusion matrix and, for image data, the most confidently
@@ -146,7 +161,7 @@ def _checkpoint_figures(run_dir: Path, ckpt: Path, split: str | None = None,
     from mlplab.evaluation import confusion_matrix, split_outputs
 
     loaded = checkpoints.load(ckpt)
-    dm = checkpoints.build_datamodule(ckpt, loaded.data, data_dir)
+    dm = checkpoints.build_datamodule(ckpt, loaded.data, data_dir or _trained_data_dir(run_dir, loaded.data))
     if split is None:  # the default: validation, or test for a run that held nothing out
         split = "val" if dm.has_validation else "test"
     elif split == "val" and not dm.has_validation:
@@ -185,8 +200,11 @@ def write_report(run_dir: Path, split: str | None = None, data_dir: str | None =
     jobs = [d for d in find_job_dirs(run_dir) if d != run_dir]
     if jobs:
         # A sweep folder: its jobs' event files would be drawn as one run's curves.
-        raise ReportError(f"{run_dir}: a sweep directory ({len(jobs)} jobs); give one job's directory, "
-                          f"e.g. {jobs[0]}, or see leaderboard.png there")
+        sweep = (run_dir / "multirun.yaml").is_file() or (run_dir / "leaderboard.png").is_file()
+        what = "a sweep directory" if sweep else "a folder of runs"
+        raise ReportError(f"{run_dir}: {what} ({len(jobs)} {'jobs' if sweep else 'runs'}); give one "
+                          f"{'job' if sweep else 'run'}'s directory, e.g. {jobs[0]}"
+                          + (", or see leaderboard.png there" if sweep else ""))
     summary = _summary(run_dir)
     # Event files, checkpoint and data are all read before the first PNG is written: a report
     # refused over any of them leaves no fresh file behind that looks like a success.
