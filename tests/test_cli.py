@@ -27,9 +27,11 @@ def run(args: list[str], **kw) -> subprocess.CompletedProcess:
     return run_python(["src/train.py", *args], env=env, timeout=600, **kw)
 
 
-def popen(args: list[str]) -> subprocess.Popen:
+def popen(args: list[str], sigint_ignored: bool = False) -> subprocess.Popen:
+    """`sigint_ignored`: as a script's background job starts (`python … &`): Ctrl-C cannot reach it."""
     env = {**os.environ, "MLPLAB_DATA_DIR": str(DATA)}
-    return subprocess.Popen([sys.executable, "src/train.py", *args], cwd=ROOT, env=env,
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+    return subprocess.Popen([sys.executable, "src/train.py", *args], cwd=ROOT, env=env, preexec_fn=ignore,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -407,34 +409,61 @@ def test_an_output_place_that_cannot_hold_a_run_is_one_line(tmp_path: Path) -> N
     assert blocker.read_text() == "mine"
 
 
-def test_ctrl_c_after_training_lets_the_test_and_summary_finish(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_after_training_lets_the_test_and_summary_finish(tmp_path: Path, sig: int) -> None:
     # Lightning's handler was back by the test: the trained run was left without summary.json,
-    # and resume= refused it (nothing left to train), so it could never get one.
+    # and resume= refused it (nothing left to train), so it could never get one. SIGTERM
+    # stopped the test and exited 0.
+    name = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
     out = tmp_path / "run"
     proc = popen([*QUIET, "data=synthetic", "model.hidden_sizes=[2048,2048]", "data.n_samples=202000",
                   "data.val_size=1000", "data.test_size=200000", "trainer.max_epochs=1",
                   "+trainer.limit_train_batches=2", f"hydra.run.dir={out}"])
     _wait_for(lambda: (out / "checkpoints" / "last.ckpt").is_file(), proc)  # the one epoch is over
     time.sleep(0.5)  # testing 200,000 samples on a 2048-2048 network
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err[-2000:]
-    assert "the test and summary.json were completed first" in err and "Traceback" not in err
+    assert f"Stopped by {name} after training had finished; the test and summary.json were completed first" in err
+    assert "Traceback" not in err
     done = summary(out)
     assert done["status"] == "completed" and done["metrics"]["test/acc"] > 0.5
 
 
-def test_ctrl_c_before_training_leaves_no_run_and_no_traceback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig, sigint_ignored", [(signal.SIGINT, False), (signal.SIGTERM, False),
+                                                 (signal.SIGTERM, True)])
+def test_ctrl_c_or_sigterm_before_training_leaves_no_run_and_no_traceback(tmp_path: Path, sig: int,
+                                                                           sigint_ignored: bool) -> None:
+    # A SIGTERM left .hydra/ and train.log behind, a folder neither resume= nor a new run could use.
+    name = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
     out = tmp_path / "run"
-    proc = popen([*SYNTH, f"hydra.run.dir={out}"])
+    proc = popen([*SYNTH, f"hydra.run.dir={out}"], sigint_ignored)
     _wait_for(lambda: (out / "train.log").is_file(), proc)  # Hydra has started the job: imports follow
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     # In Hydra's code or in the job's imports and data set-up, as the signal falls: one line either way.
-    assert err.strip().splitlines()[-1:] in (["error: interrupted (Ctrl-C)"],
-                                             ["error: interrupted; nothing was kept (no checkpoint yet)"]), err
+    assert err.strip().splitlines()[-1:] in ([f"error: interrupted ({name})"],
+                                             [f"error: interrupted{' (SIGTERM)' if name == 'SIGTERM' else ''}; "
+                                              "nothing was kept (no checkpoint yet)"]), err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_sigterm_mid_epoch_saves_last_and_says_how_to_resume(tmp_path: Path) -> None:
+    # `kill`, `docker stop`, a scheduler's time limit: Lightning stopped the run and exited 0,
+    # with no checkpoint before the first epoch's end and not a word.
+    out = tmp_path / "run"
+    proc = popen([*SYNTH, "data.n_samples=400000", "data.val_size=1000", "data.test_size=1000",
+                  "trainer.max_epochs=20", f"hydra.run.dir={out}"], sigint_ignored=True)
+    _wait_for(lambda: (out / "tensorboard").is_dir(), proc)
+    time.sleep(2.0)  # well inside epoch 0
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-2000:]
+    assert "Interrupted (SIGTERM) during epoch 0" in err and f"Resume with: python src/train.py resume={out}" in err
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] > 0 and last["epoch"] == 0
+    assert not (out / "summary.json").exists()
 
 
 def test_a_ctrl_c_in_the_last_validation_is_passed_on_once_training_ends() -> None:

@@ -404,6 +404,8 @@ def test_the_summary_numbers_epochs_as_the_best_epoch_does(capsys) -> None:
     _print_summary(summary, OmegaConf.create({}))
     lines = capsys.readouterr().out.splitlines()
     assert "epochs run    11, numbered 0–10 (stopped early)" in lines
+    _print_summary({**summary, "epochs": 1, "stopped_early": False, "best_epoch": 0}, OmegaConf.create({}))
+    assert "epochs run    1 (epoch 0)" in capsys.readouterr().out.splitlines()
     _print_summary({**summary, "epochs": 0, "stopped_early": False, "best_epoch": None}, OmegaConf.create({}))
     assert "epochs run    0" in capsys.readouterr().out.splitlines()
 

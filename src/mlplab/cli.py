@@ -10,12 +10,15 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
@@ -44,6 +47,40 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return CheckpointError, ConfigError, DataError, NonFiniteLossError
 
 
+class SigtermAsInterrupt:
+    """SIGTERM handled as a Ctrl-C would be at that moment, for the `with` block: before
+    training a clean stop (no run folder left without a checkpoint), during it the step in
+    flight finished and last.ckpt saved, after it the test and summary first. Before, Lightning's
+    own handling exited 0 without a word, and a SIGTERM before the first checkpoint left a run
+    folder that could neither be resumed nor reused. Across DDP ranks Lightning's handling stays."""
+
+    received = False  # a SIGTERM came during the current guarded call
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+
+    def __enter__(self) -> SigtermAsInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum: int, frame: FrameType | None) -> None:
+        SigtermAsInterrupt.received = True
+        dist = sys.modules.get("torch.distributed")  # not imported yet: no DDP either
+        if dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return  # Lightning's notifier, called before this, stops every rank together
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):  # SIGINT ignored (a background job of a script): stop as Ctrl-C would
+            raise KeyboardInterrupt
+        handler(signum, frame)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
 def guarded(fn: Callable[[DictConfig], T] | str, cfg: DictConfig) -> T | float:
     """Run `fn(cfg)`; `fn` may be given as "module:function", imported inside the guard (torch
     and Lightning take seconds to import: a Ctrl-C then is a Ctrl-C before training).
@@ -55,27 +92,31 @@ def guarded(fn: Callable[[DictConfig], T] | str, cfg: DictConfig) -> T | float:
     would otherwise abort the whole sweep); the sweep callback decides the exit code.
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    SigtermAsInterrupt.received = False
     try:
-        if isinstance(fn, str):
-            module, name = fn.split(":")
-            fn = getattr(importlib.import_module(module), name)
-        return fn(cfg)  # type: ignore[operator]
+        with SigtermAsInterrupt():
+            if isinstance(fn, str):
+                module, name = fn.split(":")
+                fn = getattr(importlib.import_module(module), name)
+            return fn(cfg)  # type: ignore[operator]
     except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C: Lightning turns one in fit into SystemExit(1)
-        if _other_rank() or (isinstance(err, SystemExit) and err.code in (0, None)):
+        # Lightning's SIGTERMException (DDP) is a SystemExit without a code: it exited 0.
+        sigterm = SigtermAsInterrupt.received or type(err).__name__ == "SIGTERMException"
+        if _other_rank() or (isinstance(err, SystemExit) and err.code in (0, None) and not sigterm):
             raise
         if multirun:  # no leaderboard is written: the sweep ends here
-            if type(err).__name__ != "SIGTERMException":  # a cluster's kill stops a job, not the sweep
+            if not sigterm:  # a cluster's kill stops a job, not the sweep
                 print(f"sweep stopped: python -m mlplab.sweeps {HydraConfig.get().sweep.dir} ranks the jobs that "
                       "finished", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
         # Stopped before its first checkpoint (imports, data, the first epoch): nothing can be
         # resumed, so no folder is left that looks like a run. A checkpoint or a summary is kept.
         removed = _resuming is None and _remove_unstarted_run_dir()
-        if isinstance(err, KeyboardInterrupt) or removed:
-            print("error: interrupted" + ("; nothing was kept (no checkpoint yet)" if removed else " (Ctrl-C)"),
-                  file=sys.stderr, flush=True)
+        if isinstance(err, KeyboardInterrupt) or removed or err.code is None:
+            print("error: interrupted" + (" (SIGTERM)" if sigterm else "" if removed else " (Ctrl-C)")
+                  + ("; nothing was kept (no checkpoint yet)" if removed else ""), file=sys.stderr, flush=True)
             sys.exit(1)
-        raise
+        raise  # Lightning's exit 1 after its own message (a checkpoint saved, how to resume)
     except Exception as err:
         if _other_rank():
             # Rank 0 reports and records it. Here no file is touched (it would race rank 0
@@ -623,10 +664,12 @@ def run_entry_point(main: Callable[[], object], conf_dir: Path, config_name: str
         if messages:
             sys.exit(1)
     try:
-        main()
+        with SigtermAsInterrupt():
+            main()
     except KeyboardInterrupt:  # in Hydra's own code, before or after the job: no traceback
         if _new_run_dir is not None and _resuming is None and _new_run_dir.is_dir() and {
                 p.name for p in _new_run_dir.iterdir()} <= {".hydra", f"{Path(sys.argv[0]).stem}.log"}:
             _remove_run_dir(_new_run_dir)
-        print("error: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        print(f"error: interrupted ({'SIGTERM' if SigtermAsInterrupt.received else 'Ctrl-C'})", file=sys.stderr,
+              flush=True)
         sys.exit(1)

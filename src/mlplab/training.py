@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mlplab.callbacks.guards import NonFiniteLossError
@@ -328,8 +329,8 @@ def train(cfg: DictConfig) -> float | None:
     with FinishFirst() as finishing:
         result = _train(cfg, finishing)
     if finishing.requested:  # a sweep stops here, as asked, with this job complete
-        print("Stopped by Ctrl-C after training had finished; the test and summary.json were completed first",
-              file=sys.stderr, flush=True)
+        print(f"Stopped by {finishing.signal} after training had finished; the test and summary.json were completed "
+              "first", file=sys.stderr, flush=True)
         raise SystemExit(1)
     return result
 
@@ -405,7 +406,14 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
     early = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
     stopped_early = bool(early is not None and early.stopped_epoch > 0)
     if cfg.get("test") and (status == "completed" or best_path):
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
+        try:
+            results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
+        except SIGTERMException:
+            if trainer.world_size > 1 or not finishing.requested:
+                raise
+            # Lightning's own SIGTERM handler stops a test part-way; FinishFirst has taken the
+            # signal as a request to finish first, so the test runs again (a second one stops it).
+            results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
     _end_distributed(trainer)
 
@@ -504,7 +512,8 @@ def _print_summary(s: dict[str, Any], cfg: DictConfig) -> None:
     lines = [
         f"status        {s['status']}" + (f" ({s['error']})" if s["error"] else ""),
         # Numbered as Lightning, TensorBoard and the checkpoints number them, so "best epoch 7" reads right.
-        f"epochs run    {s['epochs']}" + (f", numbered 0–{s['epochs'] - 1}" if s["epochs"] > 0 else "")
+        f"epochs run    {s['epochs']}" + (f", numbered 0–{s['epochs'] - 1}" if s["epochs"] > 1
+                                             else " (epoch 0)" if s["epochs"] == 1 else "")
         + (" (stopped early)" if s["stopped_early"] else ""),
         f"best epoch    {'none' if s['best_epoch'] is None else s['best_epoch']}  val/acc_best {fmt('val/acc_best')}"
         if s.get("validation", True) else f"final epoch   {s['best_epoch']}  (data.val_size=0: no validation)",

@@ -1,4 +1,9 @@
-"""Ctrl-C that costs nothing: finish the step, save last.ckpt, say how to resume, exit 1."""
+"""Ctrl-C that costs nothing: finish the step, save last.ckpt, say how to resume, exit 1.
+
+SIGTERM (`kill`, `docker stop`, a scheduler's time limit) does what Ctrl-C does at that moment:
+`mlplab.cli.SigtermAsInterrupt` hands it to the SIGINT handler in place, one of the two below
+during a run.
+"""
 
 from __future__ import annotations
 
@@ -13,24 +18,34 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 
+def _name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
 class GracefulInterrupt(L.Callback):
-    """The first SIGINT only sets a flag, so the optimizer step in flight completes and the
-    saved state is consistent; the second one falls through to Lightning's immediate stop."""
+    """The first SIGINT (or SIGTERM) only sets a flag, so the optimizer step in flight completes
+    and the saved state is consistent; the second one falls through to Lightning's immediate stop."""
 
     def __init__(self) -> None:
         self._requested = False
+        self._signal = "Ctrl-C"
         self._previous: Any = None
+        self._previous_term: Any = None
         self.after: FinishFirst | None = None  # takes SIGINT over once training ends (set by train())
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._requested = False
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            if trainer.world_size == 1:
+                # Lightning's SIGTERM handler would stop a validation pass with nothing saved.
+                self._previous_term = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self._requested:
             raise KeyboardInterrupt
         self._requested = True
+        self._signal = _name(signum)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -45,7 +60,7 @@ class GracefulInterrupt(L.Callback):
         trainer.save_checkpoint(path)  # a temporary file beside it, renamed (AtomicCheckpointIO)
         if trainer.is_global_zero:
             print(
-                f"\nInterrupted during epoch {trainer.current_epoch} after step {trainer.global_step}; "
+                f"\nInterrupted ({self._signal}) during epoch {trainer.current_epoch} after step {trainer.global_step}; "
                 f"saved {path}\nResume with: python src/train.py resume={trainer.default_root_dir}",
                 file=sys.stderr,
                 flush=True,
@@ -57,6 +72,9 @@ class GracefulInterrupt(L.Callback):
         if self._previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+        if self._previous_term is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous_term)
+            self._previous_term = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
@@ -65,7 +83,7 @@ class GracefulInterrupt(L.Callback):
             # on, and from here (Lightning's teardown included) a Ctrl-C waits for the summary.
             self.after.arm()
             if self._requested:
-                self.after.request()
+                self.after.request(self._signal)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
@@ -84,6 +102,7 @@ class FinishFirst:
     def __init__(self) -> None:
         self.armed = False
         self.requested = False
+        self.signal = "Ctrl-C"
         self._previous: Any = None
 
     def __enter__(self) -> FinishFirst:
@@ -94,15 +113,15 @@ class FinishFirst:
     def arm(self) -> None:
         self.armed = True
 
-    def request(self) -> None:
-        self.requested = True
-        print("\nCtrl-C: training has finished; the test and summary.json come first (Ctrl-C again stops at once)",
+    def request(self, name: str = "Ctrl-C") -> None:
+        self.requested, self.signal = True, name
+        print(f"\n{name}: training has finished; the test and summary.json come first ({name} again stops at once)",
               file=sys.stderr, flush=True)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self.armed or self.requested:
             raise KeyboardInterrupt
-        self.request()
+        self.request(_name(signum))
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
