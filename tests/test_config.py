@@ -117,6 +117,21 @@ from mlplab.config import ConfigError, validate
          "scheduler.scheduler.mode='min': val/acc is better when higher: expected max"),
         (["trainer.limit_val_batches=0"], "trainer.limit_val_batches=0: expected > 0"),
         (["trainer.limit_train_batches=0.0"], "trainer.limit_train_batches=0: expected > 0 (0 trains nothing)"),
+        # Lightning refused these once the Trainer was built, in 7-9 lines and a failed run folder;
+        # check_val_every_n_epoch=0 divided by zero in the first epoch, with a traceback.
+        (["trainer.strategy=dpp"], "trainer.strategy='dpp': not a strategy Lightning knows (e.g. auto, ddp); did you "
+                                   "mean ddp?"),
+        (["trainer.accelerator=cpux"], "trainer.accelerator='cpux': expected one of auto, cpu, cuda, gpu, mps, tpu; "
+                                       "did you mean cpu?"),
+        (["trainer.devices=0"], "trainer.devices=0: expected auto, a count ≥ 1 (-1: all), or a list of device indices"),
+        (["trainer.devices=[]"], "trainer.devices=[]: expected auto"),
+        (["trainer.num_nodes=0"], "trainer.num_nodes=0: expected an integer ≥ 1"),
+        (["trainer.limit_train_batches=-1"], "trainer.limit_train_batches=-1: expected a fraction in [0, 1] or a "
+                                             "number of batches ≥ 1"),
+        (["+trainer.limit_test_batches=1.5"], "trainer.limit_test_batches=1.5: expected a fraction in [0, 1]"),
+        (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0: expected an integer ≥ 1"),
+        (["+trainer.max_steps=0"], "trainer.max_steps=0: expected -1 (no limit) or ≥ 1 (0 trains nothing)"),
+        (["+trainer.val_check_interval=0"], "trainer.val_check_interval=0: expected a fraction of an epoch in (0, 1]"),
     ],
 )
 def test_bad_value_names_key_value_and_allowed(make_cfg, overrides, message) -> None:

@@ -332,6 +332,13 @@ def test_more_threads_than_cpus_are_warned_about(make_cfg, caplog) -> None:
         torch.set_num_threads(before)
 
 
+def test_a_trainer_argument_lightning_refuses_is_one_line_naming_trainer(make_cfg) -> None:
+    from mlplab.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^trainer: `Timer\(duration='soon'\)` is not a valid duration"):
+        train(make_cfg([*SYNTH, "+trainer.max_time=soon"]))
+
+
 def test_logger_none_trains_without_the_learning_rate_monitor(make_cfg, tmp_path: Path) -> None:
     # The default callbacks include LearningRateMonitor, which Lightning refuses without a logger.
     train(make_cfg([*SYNTH, "logger=none", "trainer.max_epochs=2", "scheduler=cosine", "report=false"]))

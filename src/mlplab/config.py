@@ -287,6 +287,56 @@ def _check_trainer(t: Mapping[str, Any]) -> None:
     if t.get("limit_val_batches") is not None and t["limit_val_batches"] == 0:
         _fail("trainer.limit_val_batches", 0, "expected > 0 (early stopping and the best checkpoint need "
               "validation); data.val_size=0 trains without a validation split")
+    # Lightning refuses these only once the Trainer is built (a Hydra error of 7-9 lines and a
+    # failed run folder), or not at all (check_val_every_n_epoch=0 divides by zero in epoch 0).
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = t.get(key)
+        if value is not None and not (_is_int(value) and value >= 0 or _is_number(value) and 0 <= value <= 1):
+            _fail(f"trainer.{key}", value, "expected a fraction in [0, 1] or a number of batches ≥ 1")
+    for key, least in (("check_val_every_n_epoch", 1), ("num_nodes", 1), ("log_every_n_steps", 1),
+                       ("num_sanity_val_steps", -1), ("min_epochs", 0), ("min_steps", 0), ("max_steps", -1)):
+        value = t.get(key)
+        if value is not None and not (_is_int(value) and value >= least):
+            _fail(f"trainer.{key}", value, f"expected an integer ≥ {least}"
+                  + (" (-1: no limit)" if key == "max_steps" else " (-1: all)" if key == "num_sanity_val_steps" else ""))
+    if t.get("max_steps") == 0:
+        _fail("trainer.max_steps", 0, "expected -1 (no limit) or ≥ 1 (0 trains nothing)")
+    interval = t.get("val_check_interval")
+    if interval is not None and not (_is_int(interval) and interval >= 1 or _is_number(interval) and 0 < interval <= 1):
+        _fail("trainer.val_check_interval", interval, "expected a fraction of an epoch in (0, 1] or a number of "
+              "training batches ≥ 1")
+    _check_devices(t)
+
+
+def _check_devices(t: Mapping[str, Any]) -> None:
+    """Names Lightning knows, and a device count it can use."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    accelerator = t.get("accelerator")
+    accelerators = sorted({"auto", "gpu", *AcceleratorRegistry.available_accelerators()})
+    if isinstance(accelerator, str) and accelerator not in accelerators:
+        close = difflib.get_close_matches(accelerator, accelerators, n=1)
+        _fail("trainer.accelerator", accelerator, f"expected one of {', '.join(accelerators)}"
+              + (f"; did you mean {close[0]}?" if close else ""))
+    strategy = t.get("strategy")
+    strategies = ["auto", *StrategyRegistry.available_strategies()]
+    if isinstance(strategy, str) and strategy not in strategies:
+        close = difflib.get_close_matches(strategy, strategies, n=1)
+        _fail("trainer.strategy", strategy, "not a strategy Lightning knows (e.g. auto, ddp)"
+              + (f"; did you mean {close[0]}?" if close else ""))
+    devices = t.get("devices")
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, (list, ListConfig)):
+        ok = len(devices) > 0 and all(_is_int(d) and d >= 0 for d in devices)
+    elif isinstance(devices, str):
+        ok = devices == "auto" or all(p.strip().isdigit() for p in devices.split(",") if p.strip())
+    else:
+        ok = devices is None or _is_int(devices) and (devices >= 1 or devices == -1)
+    if not ok:
+        _fail("trainer.devices", t.get("devices"), "expected auto, a count ≥ 1 (-1: all), or a list of device "
+              "indices")
 
 
 def _direction(metric: Any) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mlplab.callbacks.guards import NonFiniteLossError
 from mlplab.callbacks.interrupt import FinishFirst, GracefulInterrupt
 from mlplab.checkpoints import AtomicCheckpointIO
-from mlplab.config import ResumeRefused, check_sweeper, launcher_relaunches, validate
+from mlplab.config import ConfigError, ResumeRefused, check_sweeper, launcher_relaunches, validate
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +57,22 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         callbacks = _without_validation(callbacks)
         no_validation = {"limit_val_batches": 0, "num_sanity_val_steps": 0}
     kinds = {type(c).__name__ for c in callbacks}
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers or False,
-        # Without these callbacks configured, Lightning would silently add its own defaults.
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
-        enable_progress_bar=bool(kinds & {"TQDMProgressBar", "RichProgressBar"}),
-        enable_model_summary="ModelSummary" in kinds or "RichModelSummary" in kinds,
-        plugins=[AtomicCheckpointIO()],
-        **no_validation,
-    )
+    try:
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers or False,
+            # Without these callbacks configured, Lightning would silently add its own defaults.
+            enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+            enable_progress_bar=bool(kinds & {"TQDMProgressBar", "RichProgressBar"}),
+            enable_model_summary="ModelSummary" in kinds or "RichModelSummary" in kinds,
+            plugins=[AtomicCheckpointIO()],
+            **no_validation,
+        )
+    except InstantiationException as err:
+        # A Trainer argument config.py does not check: Lightning's own words, in one line.
+        cause = str(err.__cause__ or err).strip()
+        raise ConfigError(f"trainer: {cause.splitlines()[0] if cause else type(err.__cause__).__name__}") from None
     # As Lightning resolved it: its aliases ("bf16", 16) become "bf16-mixed", "16-mixed".
     model.use_precision(str(trainer.precision))
     return datamodule, model, trainer
