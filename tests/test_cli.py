@@ -663,3 +663,21 @@ def test_a_validated_run_may_be_continued_as_a_final_fit(tmp_path: Path) -> None
     r = run([*SYNTH, "trainer.max_epochs=2", "data.val_size=0", "seed=7", f"ckpt_path={out}/checkpoints/last.ckpt",
              f"hydra.run.dir={tmp_path / 'other'}"])
     assert r.returncode == 1 and "data.seed=7 here, 42 in the checkpoint" in r.stderr
+
+
+def test_a_swept_resume_is_one_line_whose_command_sweeps_from_the_run(tmp_path: Path) -> None:
+    # Hydra read the overrides placed after resume='s as stray arguments: an 8-line usage, exit 2.
+    import shlex
+
+    base = tmp_path / "base"
+    assert run([*SYNTH, "trainer.max_epochs=2", "report=false", f"hydra.run.dir={base}"]).returncode == 0
+    before = {p: p.stat().st_mtime for p in base.rglob("*")}
+    r = run(["-m", f"resume={base}", "trainer.max_epochs=3,4"])
+    line = _one_error(r)
+    assert line.startswith(f"error: resume={base}: continues one run, so it cannot be swept;"), line
+    assert {p: p.stat().st_mtime for p in base.rglob("*")} == before
+    command = shlex.split(line.split(": python src/train.py ", 1)[1])
+    assert command[0] == "-m" and f"ckpt_path={base}/checkpoints/last.ckpt" in command
+    r = run([*command, f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [summary(tmp_path / "sweep" / job)["epochs"] for job in ("0", "1")] == [3, 4]

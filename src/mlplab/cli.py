@@ -341,6 +341,17 @@ def resume_argv(argv: list[str]) -> list[str]:
     if not last.is_file():
         _exit(f"resume={run_dir}: no checkpoints/last.ckpt to resume from")
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
+    if {"-m", "--multirun"} & set(rest) or any(a.startswith("sweep=") for a in rest):
+        # Hydra read the overrides after the inserted ones as stray arguments: an 8-line usage.
+        import shlex
+
+        swept = [a for a in rest if a not in ("-m", "--multirun")]
+        given = {override_key(a) for a in swept}
+        saved_overrides = run_dir / ".hydra" / "overrides.yaml"
+        run = [str(o) for o in (OmegaConf.load(saved_overrides) if saved_overrides.is_file() else [])
+               if override_key(str(o)) not in given and override_key(str(o)) != "ckpt_path"]
+        _exit(f"resume={run_dir}: continues one run, so it cannot be swept; a new run from its last checkpoint for "
+              "each setting: python src/train.py -m " + shlex.join([*run, f"ckpt_path={last}", *swept]))
     if any(override_key(a) == "hydra.run.dir" for a in rest):
         _exit(f"resume={run_dir}: continues the run in its own directory, so hydra.run.dir cannot be given "
               f"with it; ckpt_path={last} continues it in a new one")
