@@ -681,3 +681,23 @@ def test_a_swept_resume_is_one_line_whose_command_sweeps_from_the_run(tmp_path: 
     r = run([*command, f"hydra.sweep.dir={tmp_path / 'sweep'}"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert [summary(tmp_path / "sweep" / job)["epochs"] for job in ("0", "1")] == [3, 4]
+
+
+def test_a_run_killed_before_its_summary_is_finished_by_resume(tmp_path: Path) -> None:
+    # SIGKILL or out of memory between the last epoch and summary.json: resume= refused it
+    # ("nothing to train") and nothing else could ever write its summary.
+    out = tmp_path / "run"
+    assert run([*SYNTH, "trainer.max_epochs=3", "report=false", f"hydra.run.dir={out}"]).returncode == 0
+    written = summary(out)
+    (out / "summary.json").unlink()  # as the kill left it
+    r = run([f"resume={out}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    finished = summary(out)
+    assert finished["status"] == "completed" and finished["epochs"] == 3
+    assert finished["best_epoch"] == written["best_epoch"]
+    for key in ("val/loss", "val/acc", "val/acc_best", "test/acc", "test/loss"):
+        assert finished["metrics"][key] == pytest.approx(written["metrics"][key], rel=1e-6), key
+    # With its summary, the run is left as it is.
+    r = run([f"resume={out}"])
+    assert r.returncode == 1 and "nothing to train" in r.stderr
+    assert summary(out) == finished

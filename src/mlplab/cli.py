@@ -269,8 +269,11 @@ class _Resume:
         return message.replace(f"ckpt_path={self.run_dir / 'checkpoints' / 'last.ckpt'}", f"resume={self.run_dir}")
 
     def untouched(self) -> bool:
+        """Nothing trained, and no summary written for a run that had none (one finished
+        after a kill between its last epoch and its summary)."""
         last = self.run_dir / "checkpoints" / "last.ckpt"
-        return last.is_file() and last.stat().st_mtime == self.last_mtime
+        finished = self.before["summary.json"] is None and (self.run_dir / "summary.json").is_file()
+        return last.is_file() and last.stat().st_mtime == self.last_mtime and not finished
 
     def restore(self) -> None:
         for name, data in self.before.items():

@@ -214,6 +214,12 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
+def _unsummarised(cfg: DictConfig, run_dir: Path) -> bool:
+    """A resume in place of a run without summary.json: killed (SIGKILL, out of memory) before
+    it was written, or stopped mid-training. One that trained to its end is finished, not refused."""
+    return run_dir.resolve() in Path(str(cfg.ckpt_path)).resolve().parents and not (run_dir / "summary.json").exists()
+
+
 def _refuse_finished(cfg: DictConfig, ckpt: dict[str, Any]) -> None:
     """A resume whose run already reached the trainer's limit, refused before the Trainer is
     built (its device and restore lines would come first). Lightning's own test, as in its
@@ -368,7 +374,8 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
             resumed = read_checkpoint(cfg.ckpt_path)
         except CheckpointError as err:
             raise as_key("ckpt_path", err) from None
-        _refuse_finished(cfg, resumed)
+        if not _unsummarised(cfg, run_dir):
+            _refuse_finished(cfg, resumed)
     datamodule, model, trainer = build(cfg)
     for callback in trainer.callbacks:
         if isinstance(callback, GracefulInterrupt):
@@ -393,17 +400,26 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
         raise
     finishing.arm()  # as GracefulInterrupt did, if the run has one
     fit_seconds = time.time() - started + model.fit_seconds_before  # a resumed run's: the whole run's
+    unsummarised = False
     if resumed_at is not None and status == "completed" and trainer.global_step == resumed_at:
-        # Lightning returns at once; testing again would rewrite the run's summary without
-        # its validation figures (no epoch ran to give them).
-        _end_distributed(trainer)
-        raise ResumeRefused(_nothing_to_train(cfg.ckpt_path, _limit_reached(trainer)))
+        # Lightning returns at once. A run with a summary keeps it: testing again would rewrite
+        # it without its validation figures (no epoch ran to give them). One killed between its
+        # last epoch and its summary (SIGKILL, out of memory) is finished here instead: tested,
+        # with the validation figures its last epoch logged.
+        unsummarised = _unsummarised(cfg, run_dir)
+        if not unsummarised:
+            _end_distributed(trainer)
+            raise ResumeRefused(_nothing_to_train(cfg.ckpt_path, _limit_reached(trainer)))
+        log.info("%s trained to its end but has no summary.json (stopped before it was written): testing its best "
+                 "checkpoint and writing it", run_dir)
 
     ckpt = _checkpoint_callback(trainer)
     best_path = ckpt.best_model_path if ckpt is not None and ckpt.best_model_path else None
     metrics: dict[str, float | None] = {
         k: _float(trainer.callback_metrics.get(k)) for k in ("val/loss", "val/acc", "val/acc_best")
     }
+    if unsummarised:
+        metrics.update(_last_logged(run_dir, [k for k, v in metrics.items() if v is None]))
     if ckpt is not None and ckpt.best_model_score is not None:
         metrics[f"best/{ckpt.monitor}"] = float(ckpt.best_model_score)
     best_epoch = _best_epoch(best_path)
@@ -447,6 +463,17 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
     # The best epoch's value when the checkpoint chose by this metric (the last epoch's is
     # `patience` epochs past it), as for the test metrics, which are the best checkpoint's.
     return metrics.get(f"best/{cfg.optimized_metric}", metrics.get(cfg.optimized_metric))
+
+
+def _last_logged(run_dir: Path, tags: list[str]) -> dict[str, float]:
+    """Each tag's last value in the run's TensorBoard events (none without them)."""
+    from mlplab.curves import read_scalars
+
+    try:
+        scalars = read_scalars(run_dir)
+    except Exception:  # noqa: BLE001 - informational: the summary is written without them
+        return {}
+    return {tag: scalars[tag][-1].value for tag in tags if scalars.get(tag)}
 
 
 def _best_epoch(path: str | None) -> int | None:
