@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 # Idempotent: files already present are only verified (md5), not fetched again.
 data: install
-	$(BIN)/python -m mlplab.data.sources mnist fashion --root $(DATA)
+	$(BIN)/python -m mlplab.data.sources mnist fashion --root "$(DATA)"
 
 train: data
 	$(BIN)/python src/train.py $(ARGS)
@@ -42,5 +42,6 @@ tensorboard: install
 lint: install
 	$(BIN)/ruff check src tests
 
+# The virtualenv only: runs, sweeps and checkpoints under outputs/ are results, never removed here.
 clean:
-	rm -rf $(VENV) outputs/runs outputs/multirun
+	rm -rf $(VENV)

@@ -441,7 +441,19 @@ def test_cli_bad_root_exits_1_with_one_line(tmp_path: Path) -> None:
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
-    assert str(blocker / "data" / "MNIST" / "raw") in lines[0] and "not writable" in lines[0]
+    assert lines[0].startswith("error: ") and str(blocker / "data" / "MNIST" / "raw") in lines[0]
+    assert "not writable" in lines[0]
+
+
+def test_the_make_data_advice_can_be_pasted_for_a_root_with_a_space() -> None:
+    import shlex
+
+    from mlplab.data.sources import _make_data
+
+    advice = _make_data(Path("/tmp/my data"))
+    assert advice == "`make data DATA='/tmp/my data'`"
+    assert shlex.split(advice.strip("`")) == ["make", "data", "DATA=/tmp/my data"]
+    assert _make_data(Path("data")) == "`make data`"
 
 
 def test_cli_prints_ok_per_dataset_and_stops_at_the_first_error(
@@ -458,7 +470,7 @@ def test_cli_prints_ok_per_dataset_and_stops_at_the_first_error(
     assert S.main(["mnist", "fashion", "--root", "r"]) == 1
     out, err = capsys.readouterr()
     assert out == f"mnist: {fake.raw} ok\n"
-    assert err == "r/x: md5 mismatch; run `make data` to re-provision it\n"
+    assert err == "error: r/x: md5 mismatch; run `make data` to re-provision it\n"
 
 
 # --------------------------------------------------------------------------- real data

@@ -52,7 +52,10 @@ STALE_STAGING_S = 3600.0
 
 def _make_data(root: Path) -> str:
     """The command that provisions `root`: `make data` alone fills only the default one."""
-    return "`make data`" if str(root) == "data" else f"`make data DATA={root}`"
+    import shlex
+
+    # Quoted so that it can be pasted as it stands: a root with a space split make's arguments.
+    return "`make data`" if str(root) == "data" else f"`make data DATA={shlex.quote(str(root))}`"
 
 
 def _fix(path: Path, what: str = "re-provision it") -> str:
@@ -541,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             path = provision(name, args.root)
         except DataError as e:
-            print(e, file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)
             return 1
         print(f"{name}: {path} ok")
     return 0
