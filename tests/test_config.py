@@ -132,6 +132,10 @@ from mlplab.config import ConfigError, validate
         (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0: expected an integer ≥ 1"),
         (["+trainer.max_steps=0"], "trainer.max_steps=0: expected -1 (no limit) or ≥ 1 (0 trains nothing)"),
         (["+trainer.val_check_interval=0"], "trainer.val_check_interval=0: expected a fraction of an epoch in (0, 1]"),
+        (["callbacks.histograms.every_n_epochs=-1"], "callbacks.histograms.every_n_epochs=-1: expected an integer ≥ 0 "
+                                                     "(0: never)"),
+        (["model.hidden_sizes=[8]", "model.activation=[relu,tanh]"], "model.activation=['relu', 'tanh']: a per-layer "
+                                                                       "list needs 1 entry (one per hidden layer)"),
     ],
 )
 def test_bad_value_names_key_value_and_allowed(make_cfg, overrides, message) -> None:

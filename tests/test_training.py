@@ -399,6 +399,22 @@ def test_a_summary_without_a_best_checkpoint_points_to_the_last_one(tmp_path: Pa
     assert line.split() == ["checkpoint", "b.ckpt"]
 
 
+def test_the_summary_quotes_a_run_dir_with_a_space(tmp_path: Path, capsys) -> None:
+    import shlex
+
+    from omegaconf import OmegaConf
+
+    from mlplab.training import _print_summary
+
+    run_dir = tmp_path / "my runs" / "r"
+    (run_dir / "tensorboard").mkdir(parents=True)
+    _print_summary({"status": "completed", "error": None, "epochs": 1, "stopped_early": False, "validation": True,
+                    "best_epoch": 0, "metrics": {}, "best_checkpoint": None, "last_checkpoint": None,
+                    "fit_seconds": 1.0, "run_dir": str(run_dir)}, OmegaConf.create({}))
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("tensorboard"))
+    assert shlex.split(line.split(None, 1)[1]) == ["tensorboard", "--logdir", str(run_dir)]  # pastes as it stands
+
+
 def test_the_summary_numbers_epochs_as_the_best_epoch_does(capsys) -> None:
     # "epochs run 11" beside "best epoch 10" read as the last-but-one epoch; it is the last.
     from omegaconf import OmegaConf

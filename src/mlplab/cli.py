@@ -163,7 +163,8 @@ def _append_to_log(message: str) -> None:
         from datetime import datetime
 
         with path.open("a") as f:
-            f.write(f"[{datetime.now():%Y-%m-%d %H:%M:%S},000][{__name__}][ERROR] - {message}\n")
+            now = datetime.now()  # as logging stamps the lines before it: milliseconds after a comma
+            f.write(f"[{now:%Y-%m-%d %H:%M:%S},{now.microsecond // 1000:03d}][{__name__}][ERROR] - {message}\n")
 
 
 def _record_failure(err: BaseException) -> None:

@@ -100,7 +100,7 @@ def _check_model(m: Mapping[str, Any]) -> None:
         value = m.get(key)
         values = list(value) if isinstance(value, (list, ListConfig)) else [value]
         if isinstance(value, (list, ListConfig)) and len(values) != n:
-            _fail(f"model.{key}", value, f"a per-layer list needs {n} entries (one per hidden layer)")
+            _fail(f"model.{key}", value, f"a per-layer list needs {n} {'entry' if n == 1 else 'entries'} (one per hidden layer)")
         for v in values:
             if not ok(v):
                 _fail(f"model.{key}", value, allowed)
@@ -366,6 +366,8 @@ def _check_callbacks(c: Mapping[str, Any]) -> None:
                   "counts as an improvement)")
         if "patience" in node and not (isinstance(node["patience"], int) and node["patience"] >= 0):
             _fail(f"callbacks.{name}.patience", node["patience"], "expected an integer ≥ 0")
+        if node.get("every_n_epochs") is not None and not (_is_int(node["every_n_epochs"]) and node["every_n_epochs"] >= 0):
+            _fail(f"callbacks.{name}.every_n_epochs", node["every_n_epochs"], "expected an integer ≥ 0 (0: never)")
         filename = node.get("filename")
         # Checkpoint names must stay inside checkpoints/: no separators, no parent references.
         if filename is not None and ("/" in str(filename) or "\\" in str(filename) or ".." in str(filename)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -554,7 +555,8 @@ def _print_summary(s: dict[str, Any], cfg: DictConfig) -> None:
         f"checkpoint    {s['best_checkpoint'] or 'none'}"
         + (f" (last: {s['last_checkpoint']})" if not s["best_checkpoint"] and s["last_checkpoint"] else ""),
         f"run dir       {s['run_dir']}",
-        *([f"tensorboard   tensorboard --logdir {s['run_dir']}"] if (Path(s["run_dir"]) / "tensorboard").is_dir() else []),
+        *([f"tensorboard   tensorboard --logdir {shlex.quote(s['run_dir'])}"]
+          if (Path(s["run_dir"]) / "tensorboard").is_dir() else []),
         f"fit time      {s['fit_seconds']:.1f} s",
     ]
     print("\n".join(["", "== mlplab run summary ==", *lines]), flush=True)

@@ -7,6 +7,7 @@ during a run.
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 import threading
@@ -61,7 +62,7 @@ class GracefulInterrupt(L.Callback):
         if trainer.is_global_zero:
             print(
                 f"\nInterrupted ({self._signal}) during epoch {trainer.current_epoch} after step {trainer.global_step}; "
-                f"saved {path}\nResume with: python src/train.py resume={trainer.default_root_dir}",
+                f"saved {path}\nResume with: python src/train.py resume={shlex.quote(str(trainer.default_root_dir))}",
                 file=sys.stderr,
                 flush=True,
             )

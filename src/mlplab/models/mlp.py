@@ -35,7 +35,7 @@ def per_layer(value: object, n_layers: int, key: str) -> list:
     if isinstance(value, (list, tuple)):
         if len(value) != n_layers:
             raise ValueError(
-                f"{key}={list(value)}: a per-layer list needs {n_layers} entries, "
+                f"{key}={list(value)}: a per-layer list needs {n_layers} {'entry' if n_layers == 1 else 'entries'}, "
                 f"one per hidden layer in hidden_sizes"
             )
         return list(value)
