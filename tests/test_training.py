@@ -399,6 +399,15 @@ def test_a_summary_without_a_best_checkpoint_points_to_the_last_one(tmp_path: Pa
     assert line.split() == ["checkpoint", "b.ckpt"]
 
 
+def test_trainer_debug_runs_the_whole_path_and_draws_no_report(make_cfg, tmp_path: Path, caplog) -> None:
+    # fast_dev_run turns loggers off: the report then warned "is it a run directory trained
+    # with logger=tensorboard?" about a run that was.
+    with caplog.at_level("WARNING"):
+        train(make_cfg([*SYNTH, "trainer=debug"]))
+    assert _summary(tmp_path / "run")["status"] == "completed"
+    assert "report not written" not in caplog.text and not list((tmp_path / "run").glob("*.png"))
+
+
 def test_the_summary_quotes_a_run_dir_with_a_space(tmp_path: Path, capsys) -> None:
     import shlex
 

@@ -456,7 +456,7 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
     if trainer.is_global_zero:
         _log_hparams(trainer, cfg, metrics)
         _write_json(run_dir / "summary.json", summary)
-        if cfg.get("report", True):
+        if cfg.get("report", True) and not trainer.fast_dev_run:  # fast_dev_run logs nothing to draw from
             _write_report(run_dir)
         _print_summary(summary, cfg)
     if status != "completed":
