@@ -4,6 +4,7 @@ resume continues where it stopped."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -133,6 +134,52 @@ def test_resume_with_dropout_mixup_and_one_cycle_is_exact_mid_epoch_and_at_epoch
         resumed = _summary(run)
         assert resumed["metrics"]["val/loss"] == pytest.approx(full["metrics"]["val/loss"], abs=1e-6), snap
         assert resumed["metrics"]["test/loss"] == pytest.approx(full["metrics"]["test/loss"], abs=1e-6), snap
+
+
+class CtrlCAt(L.Callback):
+    """A Ctrl-C (GracefulInterrupt's handler, as the signal would call it) as the training call
+    at or after optimizer step `step` starts."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.done = step, False
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        from mlplab.callbacks.interrupt import GracefulInterrupt
+
+        if not self.done and trainer.global_step >= self.step:
+            self.done = True
+            next(c for c in trainer.callbacks if isinstance(c, GracefulInterrupt))._handle(signal.SIGINT, None)
+
+
+def test_a_ctrl_c_in_an_epochs_last_call_resumes_with_that_epochs_validation(make_cfg, tmp_path: Path) -> None:
+    # Saved in that call, the checkpoint restored as an ended epoch: its validation, best-checkpoint
+    # choice, early-stopping check and scheduler step were skipped (best epoch and test differed).
+    common = [*SYNTH, "data.kind=random_labels", "optimizer.lr=0.01", "callbacks.early_stopping.patience=100",
+              "scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5", "report=false"]
+    train(make_cfg(common, run_dir=tmp_path / "full"))
+    run = tmp_path / "stopped"
+    sigint = signal.getsignal(signal.SIGINT)
+    try:  # 19 batches an epoch in calls of 8: epoch 1's last call starts at step 35
+        with pytest.raises(SystemExit):
+            train(make_cfg([*common, f"+callbacks.ctrl_c._target_={__name__}.CtrlCAt", "+callbacks.ctrl_c.step=35"],
+                           run_dir=run))
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # Lightning ignores SIGINT while it shuts down
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (1, 38)  # the end of epoch 1, after its validation
+    train(make_cfg([*common, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], run_dir=run))
+    full, resumed = _summary(tmp_path / "full"), _summary(run)
+    assert resumed["best_epoch"] == full["best_epoch"] and resumed["epochs"] == full["epochs"] == 3
+    for key in ("val/loss", "val/acc_best", "test/loss", "test/acc"):
+        assert resumed["metrics"][key] == pytest.approx(full["metrics"][key], abs=1e-6), key
+    assert _steps(run, "val/acc") == _steps(tmp_path / "full", "val/acc")  # every epoch validated once
+
+
+def test_an_epoch_without_validation_still_writes_last(make_cfg, tmp_path: Path) -> None:
+    # trainer.check_val_every_n_epoch=2: epoch 2 was saved nowhere, and resume= trained it again.
+    train(make_cfg([*SYNTH, "trainer.check_val_every_n_epoch=2", "report=false"]))
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 3 * 19)
 
 
 def test_a_resume_that_cannot_go_on_exactly_still_trains_whole_epochs(make_cfg, tmp_path: Path) -> None:

@@ -29,13 +29,14 @@ class GracefulInterrupt(L.Callback):
 
     def __init__(self) -> None:
         self._requested = False
+        self._at_epoch_end = False  # the request came in an epoch's last call: acted on once it has ended
         self._signal = "Ctrl-C"
         self._previous: Any = None
         self._previous_term: Any = None
         self.after: FinishFirst | None = None  # takes SIGINT over once training ends (set by train())
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._requested = False
+        self._requested = self._at_epoch_end = False
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
             if trainer.world_size == 1:
@@ -54,18 +55,30 @@ class GracefulInterrupt(L.Callback):
         if not self._requested:
             return
         ckpt = trainer.checkpoint_callback
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and isinstance(ckpt, ModelCheckpoint) and ckpt.save_last:
+            # The epoch's last call: saved here, Lightning restores the epoch as ended, and its
+            # validation, best-checkpoint choice, early-stopping check and scheduler step never
+            # happen. The epoch ends first; its own last.ckpt is then the one to resume from.
+            self._at_epoch_end = True
+            return
         folder = Path(ckpt.dirpath) if isinstance(ckpt, ModelCheckpoint) and ckpt.dirpath else (
             Path(trainer.default_root_dir) / "checkpoints"
         )
         path = folder / "last.ckpt"
         trainer.save_checkpoint(path)  # a temporary file beside it, renamed (AtomicCheckpointIO)
+        self._stop(trainer, f"during epoch {trainer.current_epoch} after step {trainer.global_step}; saved {path}")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._requested and self._at_epoch_end:
+            ckpt = trainer.checkpoint_callback
+            path = Path(ckpt.dirpath) / "last.ckpt" if isinstance(ckpt, ModelCheckpoint) and ckpt.dirpath else None
+            self._stop(trainer, f"at the end of epoch {trainer.current_epoch - 1}, after its validation; saved {path}")
+
+    def _stop(self, trainer: L.Trainer, where: str) -> None:
         if trainer.is_global_zero:
-            print(
-                f"\nInterrupted ({self._signal}) during epoch {trainer.current_epoch} after step {trainer.global_step}; "
-                f"saved {path}\nResume with: python src/train.py resume={shlex.quote(str(trainer.default_root_dir))}",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"\nInterrupted ({self._signal}) {where}\n"
+                  f"Resume with: python src/train.py resume={shlex.quote(str(trainer.default_root_dir))}",
+                  file=sys.stderr, flush=True)
         self._restore()
         raise KeyboardInterrupt  # Lightning tears down and exits with status 1
 

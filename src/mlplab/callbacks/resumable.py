@@ -17,20 +17,27 @@ class ModelCheckpoint(_LightningModelCheckpoint):
 
     - `last.ckpt` is written at the end of every epoch. Lightning writes it only on epochs that
       also write a top-k checkpoint, so after an epoch without improvement it was stale: a
-      killed run lost every epoch since its best, and `resume=` repeated them.
+      killed run lost every epoch since its best, and `resume=` repeated them; and on epochs
+      without validation not at all.
     - Resumed in a new directory (`ckpt_path=` of another run), the best checkpoint so far is
       copied in and stays the one to beat. Lightning forgets its score there, so the first new
       epoch became "best", however bad, and was the one tested.
     """
 
+    _validated_epoch: int | None = None
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
+        if not trainer.sanity_checking:
+            self._validated_epoch = trainer.current_epoch
         if not self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_missed(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
+        # Also an epoch without validation (trainer.check_val_every_n_epoch > 1): Lightning
+        # then saves at neither point, and the run's last epochs were saved nowhere.
+        if self._should_save_on_train_epoch_end(trainer) or self._validated_epoch != trainer.current_epoch:
             self._save_last_if_missed(trainer)
 
     def _save_last_if_missed(self, trainer: L.Trainer) -> None:
