@@ -83,6 +83,25 @@ def test_a_bf16_run_is_reproduced_by_evaluating_its_checkpoint(precision: str, m
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.parametrize("precision", ["bf16-true", "64-true"])
+def test_a_true_precision_run_is_reproduced_by_evaluating_its_checkpoint(precision: str, make_cfg,
+                                                                          tmp_path: Path) -> None:
+    # Its weights were loaded into a 32-bit model and scored at 32-bit under the run's name.
+    train(make_cfg(["data=synthetic", "model.hidden_sizes=[32]", f"trainer.precision={precision}", *FAST,
+                    "report=false"]))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    path = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    loaded = load(path)
+    ev = evaluate(loaded.model, build_datamodule(path, loaded.data), "test")
+    assert ev.accuracy == pytest.approx(summary["metrics"]["test/acc"], abs=1e-6)
+    assert ev.loss == pytest.approx(summary["metrics"]["test/loss"], abs=1e-6)
+    loaded.model.use_precision("32-true")  # eval.py's precision=32-true
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    full = evaluate(loaded.model, build_datamodule(path, loaded.data), "test")
+    if precision == "bf16-true":
+        assert full.loss != pytest.approx(summary["metrics"]["test/loss"], abs=1e-6)
+
+
 def _eval(ckpt: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     return run_python(["src/eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={run_dir}", *overrides], timeout=300)
 

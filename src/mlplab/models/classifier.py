@@ -31,6 +31,7 @@ from mlplab.models.regularization import (
 LOSSES = ("cross_entropy", "nll")
 # `trainer.precision` values whose forward pass runs under autocast, and its dtype.
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+TRUE_DTYPES = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64-true": torch.float64}
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -153,6 +154,14 @@ class Classifier(L.LightningModule):
         `src/predict.py`), so that a checkpoint scores exactly what its run reported."""
         self.hparams["precision"] = precision
         self._autocast = AUTOCAST.get(str(precision))
+        # A "true" precision trained the weights in that dtype (Lightning converts the module
+        # and its inputs): outside a trainer the model is converted alike, or eval.py scored the
+        # checkpoint at 32-bit under the run's name.
+        dtype = TRUE_DTYPES.get(str(precision))
+        if dtype is not None and self._trainer is None:
+            self.to(dtype)
+        elif dtype is None and self._trainer is None and next(self.parameters()).dtype in TRUE_DTYPES.values():
+            self.float()  # `precision=32-true` chosen in eval.py for such a checkpoint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [B, C]; or, for a [views, B, features] batch (`data.tta`), the log of the
@@ -161,7 +170,8 @@ class Classifier(L.LightningModule):
             with torch.autocast(x.device.type, dtype=self._autocast):
                 out = self._forward(x)
             return out.float()  # as the trainer's loss and metrics read it: upcast, exact
-        return self._forward(x)
+        dtype = next(self.parameters()).dtype
+        return self._forward(x.to(dtype) if x.is_floating_point() and x.dtype != dtype else x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.ema_net if self.ema_net is not None and not self.training else self.net
