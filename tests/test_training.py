@@ -173,6 +173,33 @@ def test_a_ctrl_c_in_an_epochs_last_call_resumes_with_that_epochs_validation(mak
     for key in ("val/loss", "val/acc_best", "test/loss", "test/acc"):
         assert resumed["metrics"][key] == pytest.approx(full["metrics"][key], abs=1e-6), key
     assert _steps(run, "val/acc") == _steps(tmp_path / "full", "val/acc")  # every epoch validated once
+    from mlplab.curves import read_scalars
+
+    full_tags, resumed_tags = read_scalars(tmp_path / "full"), read_scalars(run)
+    for tag in ("train/loss", "train/acc"):  # a whole epoch's steps each, none counted twice
+        assert [p.value for p in resumed_tags[tag]] == pytest.approx([p.value for p in full_tags[tag]], abs=1e-6), tag
+
+
+def test_a_ctrl_c_mid_epoch_resumes_with_that_epochs_training_metrics_whole(make_cfg, tmp_path: Path) -> None:
+    # train/loss and train/acc of the resumed epoch covered only the steps after the resume.
+    from mlplab.curves import read_scalars
+
+    common = [*SYNTH, "model.dropout=0.2", "data.batches_per_call=4", "callbacks.early_stopping.patience=100",
+              "report=false"]
+    train(make_cfg(common, run_dir=tmp_path / "full"))
+    run = tmp_path / "stopped"
+    sigint = signal.getsignal(signal.SIGINT)
+    try:  # epoch 1 is steps 19-37, in calls of 4: stopped after the call starting at step 23
+        with pytest.raises(SystemExit):
+            train(make_cfg([*common, f"+callbacks.ctrl_c._target_={__name__}.CtrlCAt", "+callbacks.ctrl_c.step=22"],
+                           run_dir=run))
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 27
+    train(make_cfg([*common, f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"], run_dir=run))
+    full, resumed = read_scalars(tmp_path / "full"), read_scalars(run)
+    for tag in ("train/loss", "train/acc", "val/loss"):
+        assert [p.value for p in resumed[tag]] == pytest.approx([p.value for p in full[tag]], abs=1e-6), tag
 
 
 def test_an_epoch_without_validation_still_writes_last(make_cfg, tmp_path: Path) -> None:

@@ -140,6 +140,7 @@ class Classifier(L.LightningModule):
         # torchmetrics, where the cost is small and its DDP sync is wanted.
         self._epoch_steps: dict[str, list[torch.Tensor]] = {"loss": [], "correct": [], "l1": [], "l2": []}
         self._epoch_n: list[int] = []
+        self._restored_epoch_so_far: dict[str, Any] | None = None
         self.val_loss = MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes=n_classes, average="micro")
         self.test_loss = MeanMetric()
@@ -332,6 +333,14 @@ class Classifier(L.LightningModule):
         self._direct = isinstance(strategy, SingleDeviceStrategy) and unscaled
 
     def on_train_start(self) -> None:
+        # A run resumed mid-epoch (Ctrl-C) goes on with that epoch's steps so far (Lightning
+        # calls no on_train_epoch_start for it); one saved at an epoch's end holds that whole
+        # epoch, already logged, and starts the next.
+        so_far, self._restored_epoch_so_far = self._restored_epoch_so_far, None
+        if so_far is not None and so_far.get("epoch") == self.current_epoch and len(so_far["n"]):
+            self._epoch_n = [int(n) for n in so_far["n"]]
+            self._epoch_steps = {k: list(so_far[k].to(self.device).unbind()) if k in so_far and len(so_far[k]) else []
+                                 for k in self._epoch_steps}
         # After a resume: Lightning restored the scheduler's own length (OneCycleLR's total
         # steps, cosine's T_max) from the checkpoint. A fit of another length would either
         # step past the end (OneCycleLR raises mid-epoch) or re-warm the learning rate.
@@ -356,6 +365,13 @@ class Classifier(L.LightningModule):
         checkpoint["rng"] = rng
         since = time.time() - self._fit_started if self._fit_started is not None else 0.0
         checkpoint["fit_seconds"] = self.fit_seconds_before + since
+        # The epoch's steps so far: a run resumed mid-epoch (Ctrl-C) logs train/loss and
+        # train/acc over the whole epoch, as the uninterrupted run does, not over its rest.
+        checkpoint["epoch_so_far"] = {
+            "epoch": self.current_epoch if self._trainer is not None else None,
+            "n": torch.tensor(self._epoch_n, dtype=torch.int64),
+            **{k: torch.stack(v) if v else torch.empty(0) for k, v in self._epoch_steps.items()},
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         rng = checkpoint.get("rng")
@@ -364,6 +380,7 @@ class Classifier(L.LightningModule):
         if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
             return
         self.fit_seconds_before = float(checkpoint.get("fit_seconds", 0.0))
+        self._restored_epoch_so_far = checkpoint.get("epoch_so_far")
         if rng is None:
             return
         torch.set_rng_state(rng["torch"])
