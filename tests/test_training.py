@@ -202,6 +202,17 @@ def test_a_ctrl_c_mid_epoch_resumes_with_that_epochs_training_metrics_whole(make
         assert [p.value for p in resumed[tag]] == pytest.approx([p.value for p in full[tag]], abs=1e-6), tag
 
 
+def test_a_resumed_run_appends_to_its_csv_metrics(make_cfg, tmp_path: Path) -> None:
+    # Lightning's CSV logger deleted metrics.csv when the run went on: its earlier epochs were lost.
+    import csv
+
+    common = [*SYNTH, "logger=csv", "report=false", "callbacks.early_stopping.patience=100"]
+    train(make_cfg([*common, "trainer.max_epochs=2"]))
+    train(make_cfg([*common, "trainer.max_epochs=3", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"]))
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows if r.get("val/acc")] == [0, 1, 2]
+
+
 def test_an_epoch_without_validation_still_writes_last(make_cfg, tmp_path: Path) -> None:
     # trainer.check_val_every_n_epoch=2: epoch 2 was saved nowhere, and resume= trained it again.
     train(make_cfg([*SYNTH, "trainer.check_val_every_n_epoch=2", "report=false"]))
