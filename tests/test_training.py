@@ -518,9 +518,11 @@ def test_the_summary_numbers_epochs_as_the_best_epoch_does(capsys) -> None:
     summary = {"status": "completed", "error": None, "epochs": 11, "stopped_early": True, "validation": True,
                "best_epoch": 10, "metrics": {}, "best_checkpoint": "b.ckpt", "last_checkpoint": None,
                "fit_seconds": 1.0, "run_dir": "r"}
-    _print_summary(summary, OmegaConf.create({}))
+    _print_summary({**summary, "metrics": {"best/val/loss": 0.25, "val/acc_best": 0.9}}, OmegaConf.create({}))
     lines = capsys.readouterr().out.splitlines()
     assert "epochs run    11, numbered 0–10 (stopped early)" in lines
+    # Chosen by val/loss; val/acc_best may be another epoch's: the line said neither.
+    assert "best epoch    10 (by val/loss 0.2500)  val/acc_best 0.9000 (highest of any epoch)" in lines
     _print_summary({**summary, "epochs": 1, "stopped_early": False, "best_epoch": 0}, OmegaConf.create({}))
     assert "epochs run    1 (epoch 0)" in capsys.readouterr().out.splitlines()
     _print_summary({**summary, "epochs": 0, "stopped_early": False, "best_epoch": None}, OmegaConf.create({}))

@@ -543,13 +543,19 @@ def _print_summary(s: dict[str, Any], cfg: DictConfig) -> None:
     def fmt(key: str) -> str:
         return "n/a" if m.get(key) is None else f"{m[key]:.4f}"
 
+    monitor = next((k.removeprefix("best/") for k in m if k.startswith("best/")), None)
+
     lines = [
         f"status        {s['status']}" + (f" ({s['error']})" if s["error"] else ""),
         # Numbered as Lightning, TensorBoard and the checkpoints number them, so "best epoch 7" reads right.
         f"epochs run    {s['epochs']}" + (f", numbered 0–{s['epochs'] - 1}" if s["epochs"] > 1
                                              else " (epoch 0)" if s["epochs"] == 1 else "")
         + (" (stopped early)" if s["stopped_early"] else ""),
-        f"best epoch    {'none' if s['best_epoch'] is None else s['best_epoch']}  val/acc_best {fmt('val/acc_best')}"
+        # The checkpoint kept is chosen by its monitor (val/loss by default); val/acc_best is the
+        # highest val/acc of any epoch, what sweeps rank by: not necessarily the same epoch's.
+        f"best epoch    {'none' if s['best_epoch'] is None else s['best_epoch']}"
+        + (f" (by {monitor} {fmt('best/' + monitor)})" if monitor else "")
+        + f"  val/acc_best {fmt('val/acc_best')} (highest of any epoch)"
         if s.get("validation", True) else f"final epoch   {s['best_epoch']}  (data.val_size=0: no validation)",
         f"test          loss {fmt('test/loss')}  acc {fmt('test/acc')}",
         f"checkpoint    {s['best_checkpoint'] or 'none'}"
