@@ -457,9 +457,15 @@ def _claim_free(path: Path) -> Path:
 
 
 def _set(config: DictConfig, mode: str, path: Path) -> None:
-    """Point Hydra at the claimed directory: the job reads `hydra.<mode>.dir` after this."""
+    """Point Hydra at the claimed directory: the job reads `hydra.<mode>.dir` after this. A
+    sweep's jobs are composed again from the command line's hydra overrides (the launcher's
+    `load_sweep_config`), where `${now:…}` gave the taken folder back: two sweeps started in
+    the same second wrote their jobs into one folder. So the claimed one becomes an override."""
     with read_write(config.hydra), open_dict(config.hydra):
         config.hydra[mode].dir = str(path)
+        if mode == "sweep":
+            quoted = "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted}")
 
 
 def _exit(message: str) -> None:

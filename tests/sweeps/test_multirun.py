@@ -199,3 +199,29 @@ def test_ctrl_c_stops_the_sweep_and_says_how_to_rank_what_finished(tmp_path: Pat
     assert f"sweep stopped: python -m mlplab.sweeps {sweep} ranks the jobs that finished" in err
     report = run(["-m", "mlplab.sweeps", str(sweep)], timeout=120)
     assert report.returncode == 0 and "1 job: 1 missing; 1 more planned, not started" in report.stdout, explain(report)
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_sweep_whose_default_folder_is_taken_runs_its_jobs_in_the_one_it_claimed(launcher: str,
+                                                                                   tmp_path: Path) -> None:
+    # Two sweeps started in the same second: the second claimed `<time>-2` for its multirun.yaml,
+    # but its jobs were composed again from `${now:...}` and overwrote the first one's jobs.
+    import datetime
+    import json
+
+    now = datetime.datetime.now()
+    taken = []
+    for s in range(60):  # every folder the sweep could start in is another sweep's
+        t = now + datetime.timedelta(seconds=s)
+        job = tmp_path / "multirun" / t.strftime("%Y-%m-%d") / t.strftime("%H-%M-%S") / "0"
+        job.mkdir(parents=True)
+        (job / "summary.json").write_text(json.dumps({"status": "completed", "theirs": True}))
+        taken.append(job)
+    proc = run([str(TRAIN), "-m", *FAST, f"hydra/launcher={launcher}", f"paths.output_root={tmp_path}", "seed=1,2"])
+    assert proc.returncode == 0, explain(proc)
+    assert all(json.loads((job / "summary.json").read_text()).get("theirs") for job in taken)
+    claimed = [d for d in (tmp_path / "multirun").glob("*/*-2") if d.is_dir()]
+    assert len(claimed) == 1, claimed
+    assert [summary(claimed[0] / j)["status"] for j in ("0", "1")] == ["completed", "completed"]
+    rows = leaderboard(claimed[0])
+    assert len(rows) == 1 and rows[0]["n"] == "2", rows  # its own two seeds, none of the other sweeps' jobs
