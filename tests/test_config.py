@@ -132,6 +132,17 @@ from mlplab.config import ConfigError, validate
         (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0: expected an integer ≥ 1"),
         (["+trainer.max_steps=0"], "trainer.max_steps=0: expected -1 (no limit) or ≥ 1 (0 trains nothing)"),
         (["+trainer.val_check_interval=0"], "trainer.val_check_interval=0: expected a fraction of an epoch in (0, 1]"),
+        # A traceback mid-run and a failed run folder each, or (fused=maybe) silently fused.
+        (["scheduler=cosine", "+scheduler.foo=1"], "scheduler.foo=1: not a key of the scheduler group"),
+        (["+scheduler.interval=step"], "scheduler.interval='step': has no effect without a schedule"),
+        (["scheduler=cosine", "+scheduler.frequency=0"], "scheduler.frequency=0: expected an integer ≥ 1"),
+        (["scheduler=onecycle", "scheduler.scheduler.max_lr=abc"], "scheduler.scheduler.max_lr='abc': expected a "
+                                                                  "number > 0"),
+        (["scheduler=onecycle", "scheduler.scheduler.anneal_strategy=lin"],
+         "scheduler.scheduler.anneal_strategy='lin': expected cos or linear"),
+        (["optimizer=momentum", "optimizer.momentum=0", "optimizer.nesterov=true"],
+         "optimizer.nesterov=True: needs optimizer.momentum > 0 and optimizer.dampening=0"),
+        (["optimizer.fused=maybe"], "optimizer.fused='maybe': expected true or false"),
         (["callbacks.histograms.every_n_epochs=-1"], "callbacks.histograms.every_n_epochs=-1: expected an integer ≥ 0 "
                                                      "(0: never)"),
         (["model.hidden_sizes=[8]", "model.activation=[relu,tanh]"], "model.activation=['relu', 'tanh']: a per-layer "

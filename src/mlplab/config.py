@@ -229,6 +229,15 @@ def _check_optimizer(o: Mapping[str, Any]) -> None:
             _fail(f"optimizer.{key}", o[key], "expected a number ≥ 0")
     if "rho" in o and not (_is_number(o["rho"]) and 0 <= o["rho"] <= 1):
         _fail("optimizer.rho", o["rho"], "expected a number in [0, 1]")
+    # torch reads any string as true (fused="maybe" ran fused).
+    for key in ("nesterov", "amsgrad", "fused", "foreach", "maximize", "capturable", "differentiable", "centered",
+                "decoupled_weight_decay"):
+        if o.get(key) is not None and not isinstance(o[key], bool):
+            _fail(f"optimizer.{key}", o[key], "expected true or false" + (" (or null: torch chooses)"
+                                                                          if key in ("fused", "foreach") else ""))
+    if o.get("nesterov") and not (o.get("momentum", 0) > 0 and o.get("dampening", 0) == 0):
+        _fail("optimizer.nesterov", True, f"needs optimizer.momentum > 0 and optimizer.dampening=0 (momentum "
+              f"{o.get('momentum', 0)}, dampening {o.get('dampening', 0)})")
     betas = o.get("betas", (0.9, 0.999))
     if not (isinstance(betas, (list, tuple, ListConfig)) and len(betas) == 2
             and all(_is_number(b) and 0 <= b < 1 for b in betas)):
@@ -255,6 +264,13 @@ def _check_schedule(s: Mapping[str, Any]) -> None:
             _fail(f"scheduler.scheduler.{key}", s[key], "expected an integer ≥ 0")
     if "eta_min" in s and not (_is_number(s["eta_min"]) and s["eta_min"] >= 0):
         _fail("scheduler.scheduler.eta_min", s["eta_min"], "expected a number ≥ 0")
+    if "max_lr" in s and not (_is_number(s["max_lr"]) and s["max_lr"] > 0):
+        _fail("scheduler.scheduler.max_lr", s["max_lr"], "expected a number > 0 (the peak learning rate)")
+    if "anneal_strategy" in s and s["anneal_strategy"] not in ("cos", "linear"):
+        _fail("scheduler.scheduler.anneal_strategy", s["anneal_strategy"], "expected cos or linear")
+    for key in ("three_phase", "cycle_momentum"):
+        if key in s and not isinstance(s[key], bool):
+            _fail(f"scheduler.scheduler.{key}", s[key], "expected true or false")
 
 
 def _precisions() -> tuple[str, ...]:
@@ -266,6 +282,30 @@ def _precisions() -> tuple[str, ...]:
     )
 
     return (*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))
+
+
+# Lightning's lr_scheduler config keys beside the scheduler itself (`_step_schedulers` reads them).
+SCHEDULER_KEYS = ("scheduler", "interval", "frequency", "monitor", "strict", "name")
+
+
+def _check_scheduler_keys(node: Any) -> None:
+    """The scheduler group's own keys: Lightning's config took an unknown one with a TypeError
+    mid-run, and frequency=0 divided by zero at the first step."""
+    if not isinstance(node, (Mapping, DictConfig)):
+        return
+    for key in node:
+        if key not in SCHEDULER_KEYS:
+            close = difflib.get_close_matches(str(key), SCHEDULER_KEYS, n=1)
+            _fail(f"scheduler.{key}", node[key], f"not a key of the scheduler group (its keys: {', '.join(SCHEDULER_KEYS)})"
+                  + (f"; did you mean scheduler.{close[0]}?" if close else ""))
+    if not node.get("scheduler") and (given := [k for k in node if node[k] is not None]):
+        _fail(f"scheduler.{given[0]}", node[given[0]], "has no effect without a schedule; choose one first "
+              "(scheduler=cosine, onecycle, step or plateau)")
+    frequency = node.get("frequency")
+    if frequency is not None and not (_is_int(frequency) and frequency >= 1):
+        _fail("scheduler.frequency", frequency, "expected an integer ≥ 1 (step the schedule every N intervals)")
+    if node.get("strict") is not None and not isinstance(node["strict"], bool):
+        _fail("scheduler.strict", node["strict"], "expected true or false")
 
 
 def _check_trainer(t: Mapping[str, Any]) -> None:
@@ -479,6 +519,7 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
     check_data(cfg.data)
     check_signature("optimizer", cfg.optimizer)
     _check_optimizer(cfg.optimizer)
+    _check_scheduler_keys(cfg.get("scheduler"))
     if cfg.get("scheduler") and cfg.scheduler.get("scheduler"):
         check_signature("scheduler.scheduler", cfg.scheduler.scheduler)
         _check_schedule(cfg.scheduler.scheduler)
