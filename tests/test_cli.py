@@ -111,6 +111,12 @@ def test_a_trainer_key_that_is_a_model_setting_here_points_to_it(tmp_path: Path)
     assert not (tmp_path / "run").exists()
     assert _one_error(r) == ("error: trainer.gradient_clip_val=1.0: not a config key: clipping is "
                              "a model setting here: use model.gradient_clip_val")
+    # It advised +trainer.enable_checkpointing=false, which train() then silently overrode.
+    from mlplab.cli import unknown_overrides
+
+    assert unknown_overrides(["train.py", "trainer.enable_checkpointing=false"], ROOT / "conf", "train") == [
+        "trainer.enable_checkpointing=false: not a config key: checkpointing follows callbacks.model_checkpoint "
+        "(=null: no checkpoints)"]
 
 
 def test_resume_shorthand_continues_in_the_same_directory(tmp_path: Path) -> None:

@@ -143,6 +143,10 @@ from mlplab.config import ConfigError, validate
         (["optimizer=momentum", "optimizer.momentum=0", "optimizer.nesterov=true"],
          "optimizer.nesterov=True: needs optimizer.momentum > 0 and optimizer.dampening=0"),
         (["optimizer.fused=maybe"], "optimizer.fused='maybe': expected true or false"),
+        # train() passes its own: runs went on with checkpoints, loggers and bars as before.
+        (["+trainer.enable_checkpointing=false"], "trainer.enable_checkpointing=False: checkpointing follows "
+                                                  "callbacks.model_checkpoint (=null: no checkpoints)"),
+        (["+trainer.logger=false"], "trainer.logger=False: loggers are the logger group: logger=none"),
         (["callbacks.histograms.every_n_epochs=-1"], "callbacks.histograms.every_n_epochs=-1: expected an integer ≥ 0 "
                                                      "(0: never)"),
         (["model.hidden_sizes=[8]", "model.activation=[relu,tanh]"], "model.activation=['relu', 'tanh']: a per-layer "

@@ -479,6 +479,13 @@ MOVED_KEYS = {
     "trainer.gradient_clip_algorithm": "clipping is a model setting here: use model.gradient_clip_algorithm",
     "trainer.accumulate_grad_batches": "not supported (the classifier steps its optimizer itself); use a larger "
                                        "data.batch_size",
+    # Built from the config groups and passed to the Trainer by train(), over any value here.
+    "trainer.enable_checkpointing": "checkpointing follows callbacks.model_checkpoint (=null: no checkpoints)",
+    "trainer.enable_progress_bar": "the bar follows callbacks.progress_bar (=null: none)",
+    "trainer.enable_model_summary": "the summary follows callbacks.model_summary (=null: none)",
+    "trainer.logger": "loggers are the logger group: logger=none, csv or tensorboard",
+    "trainer.callbacks": "callbacks are the callbacks group: callbacks=none, or callbacks.<name>=null",
+    "trainer.plugins": "set by train() (atomic checkpoint writes)",
 }
 
 

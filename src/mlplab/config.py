@@ -309,6 +309,12 @@ def _check_scheduler_keys(node: Any) -> None:
 
 
 def _check_trainer(t: Mapping[str, Any]) -> None:
+    from mlplab.cli import MOVED_KEYS
+
+    # Added with +, these were passed to the Trainer and silently replaced by train()'s own.
+    for key in ("enable_checkpointing", "enable_progress_bar", "enable_model_summary", "logger", "callbacks", "plugins"):
+        if key in t:
+            _fail(f"trainer.{key}", t[key], MOVED_KEYS[f"trainer.{key}"])
     precision = t.get("precision")
     if precision is not None and str(precision) not in _precisions():
         _fail("trainer.precision", precision, f"expected one of {', '.join(_precisions())}")
