@@ -202,6 +202,23 @@ def test_a_ctrl_c_mid_epoch_resumes_with_that_epochs_training_metrics_whole(make
         assert [p.value for p in resumed[tag]] == pytest.approx([p.value for p in full[tag]], abs=1e-6), tag
 
 
+def test_a_checkpoint_folder_holding_another_runs_checkpoints_is_refused(make_cfg, tmp_path: Path) -> None:
+    # The second run overwrote the first one's best.ckpt, which the first one's summary still named.
+    from mlplab.config import ConfigError
+
+    shared = tmp_path / "ckpts"
+    common = [*SYNTH, "report=false", f"callbacks.model_checkpoint.dirpath={shared}"]
+    train(make_cfg(common, run_dir=tmp_path / "a"))
+    before = (shared / "best.ckpt").read_bytes()
+    with pytest.raises(ConfigError, match=rf"^callbacks.model_checkpoint.dirpath={shared}: holds another run's "
+                                          r"checkpoints \(best.ckpt, last.ckpt\)"):
+        train(make_cfg([*common, "seed=7"], run_dir=tmp_path / "b"))
+    assert (shared / "best.ckpt").read_bytes() == before
+    # The run that continues from one of them may go on writing there.
+    train(make_cfg([*common, "trainer.max_epochs=4", f"ckpt_path={shared / 'last.ckpt'}"], run_dir=tmp_path / "a"))
+    assert torch.load(shared / "last.ckpt", weights_only=True)["epoch"] == 3
+
+
 def test_a_resumed_run_appends_to_its_csv_metrics(make_cfg, tmp_path: Path) -> None:
     # Lightning's CSV logger deleted metrics.csv when the run went on: its earlier epochs were lost.
     import csv

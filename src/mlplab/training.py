@@ -215,6 +215,23 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
+def _refuse_taken_checkpoint_dir(cfg: DictConfig) -> None:
+    """A checkpoint folder named outside the run (`callbacks.model_checkpoint.dirpath`) that
+    holds another run's checkpoints: a second run overwrote the first's best.ckpt, which that
+    run's summary still named. Only the run continuing from one of them may write there."""
+    node = (cfg.get("callbacks") or {}).get("model_checkpoint")
+    dirpath = node.get("dirpath") if node else None
+    if not dirpath or not Path(str(dirpath)).is_dir():
+        return
+    folder = Path(str(dirpath)).resolve()
+    held = sorted(p.name for p in folder.glob("*.ckpt"))
+    ckpt = cfg.get("ckpt_path")
+    if held and not (ckpt and Path(str(ckpt)).resolve().parent == folder):
+        raise ConfigError(f"callbacks.model_checkpoint.dirpath={folder}: holds another run's checkpoints "
+                          f"({', '.join(held[:3])}), which this run would overwrite; choose an empty folder, or "
+                          "leave the default (the run's own checkpoints/)")
+
+
 def _unsummarised(cfg: DictConfig, run_dir: Path) -> bool:
     """A resume in place of a run without summary.json: killed (SIGKILL, out of memory) before
     it was written, or stopped mid-training. One that trained to its end is finished, not refused."""
@@ -356,6 +373,7 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
     _quiet_lightning()
     skip_failing_nvml_probe()
     run_dir = Path(hc.runtime.output_dir)
+    _refuse_taken_checkpoint_dir(cfg)
     threads = job_threads(cfg)
     if threads:
         torch.set_num_threads(threads)
