@@ -54,7 +54,7 @@ def test_issue_command_adam_on_fashion(tmp_path: Path) -> None:
     "override, message",
     [
         ("model.dropout=1.5", "error: model.dropout=1.5: expected a value in [0, 1)"),
-        ("model.activation=[relu,tanh,relu]", "a per-layer list needs 1 entries"),
+        ("model.activation=[relu,tanh,relu]", "a per-layer list needs 1 entry (one per hidden layer)"),
         ("optimizer.lr=fast", "error: optimizer.lr='fast': expected a float"),
         ("data.n_classes=1", "error: data.n_classes=1: expected an integer ≥ 2"),
         # Issue 5's example. Lightning's own refusal came as five lines after the run dir was made.
