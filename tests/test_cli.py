@@ -349,6 +349,14 @@ def test_resume_refuses_a_changed_optimizer_and_applies_a_new_patience(tmp_path:
              f"hydra.run.dir={tmp_path / 'new'}"])
     assert r.returncode == 1 and ": scheduler: CosineAnnealingLR here, none in the checkpoint; a resumed run" in r.stderr
     assert not (tmp_path / "new").exists() and _files(out) == before
+    # Another monitored metric started early stopping and the best checkpoint afresh, while
+    # best.ckpt had been chosen by the old one.
+    r = run([f"resume={out}", "trainer.max_epochs=5", "callbacks.early_stopping.monitor=val/acc",
+             "callbacks.early_stopping.mode=max"])
+    assert _one_error(r) == (f"error: resume={out}: callbacks.early_stopping monitors val/acc (max) here, val/loss "
+                             "(min) in the checkpoint; a resumed run keeps the metric it was judged by (start a new "
+                             "run to change it)")
+    assert _files(out) == before
     r = run([f"resume={out}", "trainer.max_epochs=5", "callbacks.early_stopping.patience=100"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert summary(out)["epochs"] == 5  # Lightning restored patience 1 and stopped at once

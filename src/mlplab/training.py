@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -256,6 +257,32 @@ def _refuse_finished(cfg: DictConfig, ckpt: dict[str, Any]) -> None:
     raise ResumeRefused(_nothing_to_train(cfg.ckpt_path, limit))
 
 
+def _check_same_monitors(path: str, ckpt: dict[str, Any], trainer: L.Trainer) -> None:
+    """Early stopping and the best checkpoint go on judging by the metric they were trained
+    with: Lightning keys their saved state by monitor and mode, so with another one it started
+    afresh while best.ckpt, the one tested, had been chosen by the old metric."""
+    import ast
+
+    from mlplab.checkpoints import CheckpointError
+
+    saved: dict[str, dict[str, Any]] = {}
+    for key in ckpt.get("callbacks") or {}:
+        kind, _, args = str(key).partition("{")
+        if kind in ("EarlyStopping", "ModelCheckpoint") and args:
+            with contextlib.suppress(ValueError, SyntaxError):
+                saved.setdefault(kind, ast.literal_eval("{" + args))
+    for callback in trainer.callbacks:
+        if not isinstance(callback, (EarlyStopping, ModelCheckpoint)) or not callback.monitor:
+            continue
+        theirs = saved.get(type(callback).__qualname__)
+        if theirs and (theirs.get("monitor"), theirs.get("mode")) != (callback.monitor, callback.mode):
+            name = "early_stopping" if isinstance(callback, EarlyStopping) else "model_checkpoint"
+            raise CheckpointError(
+                f"ckpt_path={path}: callbacks.{name} monitors {callback.monitor} ({callback.mode}) here, "
+                f"{theirs.get('monitor')} ({theirs.get('mode')}) in the checkpoint; a resumed run keeps the metric "
+                "it was judged by (start a new run to change it)")
+
+
 def _check_resumable(path: str, ckpt: dict[str, Any], model: L.LightningModule) -> int:
     """Refuse a checkpoint for another network, or with another optimizer or schedule, with
     one line before Lightning would fail with a traceback or silently restore the old state.
@@ -404,6 +431,8 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
         refuse_relaunch(trainer)
     warn_slow_precision(trainer)
     resumed_at = _check_resumable(cfg.ckpt_path, resumed, model) if cfg.get("ckpt_path") else None
+    if cfg.get("ckpt_path"):
+        _check_same_monitors(cfg.ckpt_path, resumed, trainer)
     del resumed  # Lightning reads the file again; the optimizer state need not stay in memory
 
     started = time.time()
