@@ -232,9 +232,19 @@ def test_cli_refuses_a_folder_above_sweeps_and_counts_jobs_not_started(tmp_path:
         make_job(tmp_path / name, 0, ["optimizer.lr=0.1"], metrics={"val/acc_best": 0.8})
     proc = run(["-m", "mlplab.sweeps", str(tmp_path)], timeout=120)
     assert proc.returncode == 1, explain(proc)
-    assert proc.stderr == f"error: {tmp_path}: holds the jobs of 2 folders below it, not one sweep's; give one, " \
+    assert proc.stderr == f"error: {tmp_path}: holds the jobs of 2 sweeps below it, not one sweep's; give one, " \
                           f"e.g. {tmp_path / '11-00-00'}\n"
     assert not list(tmp_path.glob("leaderboard.*"))
+    # A day of single runs (outputs/runs/<date>): ranked as one sweep, unrelated data and all.
+    day = tmp_path.parent / f"{tmp_path.name}_runs"
+    for name, mode in (("12-00-00", "RUN"), ("12-05-00", "RUN")):
+        job = make_job(day, 0, ["data=synthetic"], metrics={"val/acc_best": 0.8}).rename(day / name)
+        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"mode": mode}}))
+    proc = run(["-m", "mlplab.sweeps", str(day)], timeout=120)
+    assert proc.returncode == 1, explain(proc)
+    assert proc.stderr == (f"error: {day}: holds 2 single runs (python src/train.py without -m), not a sweep's "
+                           "jobs; python -m mlplab.curves compares runs\n")
+    assert not list(day.glob("leaderboard.*"))
     # A grid of 2 × 2 stopped after its first job started (Ctrl-C): the two never started are counted.
     sweep = tmp_path / "10-00-00"
     (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from mlplab.sweeps.jobs import find_job_dirs
 from mlplab.sweeps.leaderboard import NoJobsError, report
 
@@ -24,12 +26,29 @@ def _not_one_sweep(path: Path) -> str | None:
     sweeper's multirun.yaml also marks a sweep whose subdir nests them deeper."""
     if not path.is_dir() or (path / "multirun.yaml").is_file():
         return None
-    homes = sorted({j.parent for j in find_job_dirs(path) if j != path}, key=str)
-    if not homes or homes == [path]:
-        return None  # one sweep, a run (said by the caller), or nothing to report (said by `report`)
-    sweeps = [h for h in homes if h != path]
-    return (f"holds the jobs of {len(sweeps)} folder{'s' if len(sweeps) > 1 else ''} below it, not one sweep's; "
-            f"give one, e.g. {sweeps[-1]}")
+    jobs = [j for j in find_job_dirs(path) if j != path]
+    homes = sorted({j.parent for j in jobs}, key=str)
+    if not homes:
+        return None  # a run (said by the caller), or nothing to report (said by `report`)
+    if homes == [path]:
+        # A day of single runs (outputs/runs/<date>) ranked as one sweep, unrelated data and all.
+        singles = [j for j in jobs if _mode(j) == "RUN"]
+        return (f"holds {len(singles)} single run{'s' if len(singles) > 1 else ''} (python src/train.py without -m), "
+                "not a sweep's jobs; python -m mlplab.curves compares runs") if singles else None
+    sweeps = [h for h in homes if h != path and not all(_mode(j) == "RUN" for j in jobs if j.parent == h)]
+    if not sweeps:
+        return "holds single runs, not a sweep's jobs; python -m mlplab.curves compares runs"
+    if len(sweeps) == 1:
+        return f"holds a sweep below it, not its jobs; give that one: {sweeps[0]}"
+    return f"holds the jobs of {len(sweeps)} sweeps below it, not one sweep's; give one, e.g. {sweeps[-1]}"
+
+
+def _mode(job: Path) -> str | None:
+    """RUN or MULTIRUN, as Hydra recorded the job (None: not known)."""
+    try:
+        return str(yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]["mode"])
+    except Exception:  # noqa: BLE001 - a job without it is judged by where it lies
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
