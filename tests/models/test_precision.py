@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -59,7 +60,15 @@ def test_a_bf16_run_is_reproduced_by_evaluating_its_checkpoint(precision: str, m
     if members == 1:
         return
     # The command line: the checkpoint's own precision by default, 32-bit on request, and a
-    # bad value refused in one line naming the key, with nothing written.
+    # bad value refused in one line naming the key, with nothing written. Its process runs
+    # torch's default threads; this one may have been left with others by an earlier test
+    # (torch_threads=1), which moves a 32-bit loss in its sixth decimal.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    try:
+        full = evaluate(loaded.model, build_datamodule(path, loaded.data), "test")
+    finally:
+        torch.set_num_threads(threads)
     for precision_arg, expected in [([], ev), (["precision=32-true"], full)]:
         out = tmp_path / f"eval{len(precision_arg)}"
         proc = _eval(path, out, *precision_arg)

@@ -128,6 +128,7 @@ class Classifier(L.LightningModule):
         self._monitor: tuple[str | None, bool] = (None, True)
         self._direct = False
         self._autocast: torch.dtype | None = None
+        self._input_dtype: torch.dtype | None = None  # a "true" precision's (bf16-true, 64-true)
         self._schedule_length: dict[str, int] = {}  # what configure_optimizers sized the schedule to
         # Seconds of fitting before this call (from the checkpoint a fit resumes), so that a
         # resumed run's fit time is the whole run's, not its last call's.
@@ -158,11 +159,9 @@ class Classifier(L.LightningModule):
         # A "true" precision trained the weights in that dtype (Lightning converts the module
         # and its inputs): outside a trainer the model is converted alike, or eval.py scored the
         # checkpoint at 32-bit under the run's name.
-        dtype = TRUE_DTYPES.get(str(precision))
-        if dtype is not None and self._trainer is None:
-            self.to(dtype)
-        elif dtype is None and self._trainer is None and next(self.parameters()).dtype in TRUE_DTYPES.values():
-            self.float()  # `precision=32-true` chosen in eval.py for such a checkpoint
+        self._input_dtype = TRUE_DTYPES.get(str(precision))
+        if self._trainer is None:  # in a fit, Lightning's precision plugin converts the module
+            self.to(self._input_dtype or torch.float32)  # 32-true chosen in eval.py: back to 32-bit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [B, C]; or, for a [views, B, features] batch (`data.tta`), the log of the
@@ -171,8 +170,9 @@ class Classifier(L.LightningModule):
             with torch.autocast(x.device.type, dtype=self._autocast):
                 out = self._forward(x)
             return out.float()  # as the trainer's loss and metrics read it: upcast, exact
-        dtype = next(self.parameters()).dtype
-        return self._forward(x.to(dtype) if x.is_floating_point() and x.dtype != dtype else x)
+        if self._input_dtype is not None and x.is_floating_point():
+            x = x.to(self._input_dtype)  # as Lightning's precision plugin feeds it in a fit
+        return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.ema_net if self.ema_net is not None and not self.training else self.net
