@@ -679,6 +679,14 @@ def test_a_validated_run_may_be_continued_as_a_final_fit(tmp_path: Path) -> None
     assert r.returncode == 1 and "data.seed=7 here, 42 in the checkpoint" in r.stderr
 
 
+def test_resume_given_twice_or_empty_is_one_line(tmp_path: Path) -> None:
+    # The last one won silently; an empty one meant the current folder.
+    r = run([f"resume={tmp_path}/a", f"resume={tmp_path}/b"])
+    assert _one_error(r) == f"error: resume={tmp_path}/a resume={tmp_path}/b: resume= continues one run; give it once"
+    r = run(["resume="])
+    assert _one_error(r) == "error: resume=: expected a run directory, e.g. resume=outputs/runs/<date>/<time>"
+
+
 def test_a_swept_resume_is_one_line_whose_command_sweeps_from_the_run(tmp_path: Path) -> None:
     # Hydra read the overrides placed after resume='s as stray arguments: an 8-line usage, exit 2.
     import shlex

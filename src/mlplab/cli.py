@@ -337,6 +337,10 @@ def resume_argv(argv: list[str]) -> list[str]:
     given = [a for a in argv[1:] if a.startswith("resume=")]
     if not given:
         return argv
+    if len(given) > 1:
+        _exit(f"{' '.join(given)}: resume= continues one run; give it once")
+    if not given[0].split("=", 1)[1].strip():
+        _exit("resume=: expected a run directory, e.g. resume=outputs/runs/<date>/<time>")  # it meant the cwd
     run_dir = Path(given[-1].split("=", 1)[1]).expanduser().resolve()
     saved = run_dir / ".hydra" / "config.yaml"
     last = run_dir / "checkpoints" / "last.ckpt"
