@@ -259,13 +259,14 @@ def load_curves(runs: Sequence[Path], metrics: Sequence[str], labels: Sequence[s
     if len(names) != len(runs):
         raise CurvesError(f"{len(names)} labels given for {len(runs)} runs")
     scalars = [read_scalars(r) for r in runs]
+    ends = [epoch_ends(tags) for tags in scalars]
     out: dict[str, list[Curve]] = {}
     for metric in metrics:
         curves = []
-        for run, name, tags in zip(runs, names, scalars, strict=True):
+        for run, name, tags, run_ends in zip(runs, names, scalars, ends, strict=True):
             points = tags.get(metric)
             if points:
-                curves.append(Curve(run, name, metric, epoch_axis(points, epoch_ends(tags)), [p.value for p in points]))
+                curves.append(Curve(run, name, metric, epoch_axis(points, run_ends), [p.value for p in points]))
         if not curves:
             known = sorted({t for tags in scalars for t in tags if not t.startswith("_")})
             option = (options or {}).get(metric, "--metric")
