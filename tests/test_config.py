@@ -131,6 +131,8 @@ from mlplab.config import ConfigError, validate
         (["+trainer.limit_test_batches=1.5"], "trainer.limit_test_batches=1.5: expected a fraction in [0, 1]"),
         (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0: expected an integer ≥ 1"),
         (["+trainer.max_steps=0"], "trainer.max_steps=0: expected -1 (no limit) or ≥ 1 (0 trains nothing)"),
+        (["trainer.min_epochs=5", "trainer.max_epochs=3"], "trainer.min_epochs=5: expected ≤ trainer.max_epochs (3)"),
+        (["+trainer.min_steps=50", "+trainer.max_steps=20"], "trainer.min_steps=50: expected ≤ trainer.max_steps (20)"),
         (["+trainer.val_check_interval=0"], "trainer.val_check_interval=0: expected a fraction of an epoch in (0, 1]"),
         # A traceback mid-run and a failed run folder each, or (fused=maybe) silently fused.
         (["scheduler=cosine", "+scheduler.foo=1"], "scheduler.foo=1: not a key of the scheduler group"),

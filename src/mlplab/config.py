@@ -347,6 +347,11 @@ def _check_trainer(t: Mapping[str, Any]) -> None:
                   + (" (-1: no limit)" if key == "max_steps" else " (-1: all)" if key == "num_sanity_val_steps" else ""))
     if t.get("max_steps") == 0:
         _fail("trainer.max_steps", 0, "expected -1 (no limit) or ≥ 1 (0 trains nothing)")
+    # Lightning lets the maximum win without a word, so a run asked to train at least N epochs stops sooner.
+    for least, most in (("min_epochs", "max_epochs"), ("min_steps", "max_steps")):
+        low, high = t.get(least), t.get(most)
+        if _is_int(low) and _is_int(high) and high >= 1 and low > high:
+            _fail(f"trainer.{least}", low, f"expected ≤ trainer.{most} ({high})")
     interval = t.get("val_check_interval")
     if interval is not None and not (_is_int(interval) and interval >= 1 or _is_number(interval) and 0 < interval <= 1):
         _fail("trainer.val_check_interval", interval, "expected a fraction of an epoch in (0, 1] or a number of "
