@@ -207,6 +207,16 @@ def test_a_corrupt_job_file_makes_the_job_missing_naming_the_file(tmp_path: Path
     assert read.metric("val/acc_best") is None and all("=" in o for o in read.overrides)
 
 
+def test_a_job_with_damaged_overrides_leaves_the_shared_ones_out_of_the_other_labels(tmp_path: Path) -> None:
+    # Read as "no overrides", it shared none with the others, and every label repeated data=synthetic.
+    for n, lr in enumerate(("0.1", "0.01", "0.001")):
+        make_job(tmp_path, n, ["data=synthetic", f"optimizer.lr={lr}"], metrics={"val/acc_best": 0.8 + n / 100})
+    (tmp_path / "2" / ".hydra" / "overrides.yaml").write_text("{{{ not yaml\n")
+    board = lb.build(tmp_path)
+    assert board.fixed == ("data=synthetic",)
+    assert [lb.label(r) for r in board.rows] == ["optimizer.lr=0.01", "optimizer.lr=0.1", "(overrides unreadable)"]
+
+
 def test_cli_ranks_the_good_jobs_of_a_sweep_with_corrupt_ones(tmp_path: Path) -> None:
     make_job(tmp_path, 0, ["optimizer.lr=0.1"], metrics={"val/acc_best": 0.8})
     for n, (name, text) in enumerate(CORRUPT_FILES, 1):

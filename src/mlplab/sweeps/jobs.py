@@ -34,6 +34,7 @@ class Job:
     error: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     optimized_metric: str = DEFAULT_METRIC
+    overrides_read: bool = True  # False: overrides.yaml was damaged, so `overrides` is unknown, not empty
 
     @property
     def name(self) -> str:
@@ -118,7 +119,7 @@ def read_job(job_dir: Path) -> Job:
     try:
         overrides = _read_overrides(job_dir / ".hydra" / "overrides.yaml")
     except (OSError, ValueError, yaml.YAMLError) as err:
-        return Job(job_dir, (), "missing", f".hydra/overrides.yaml unreadable: {err}")
+        return Job(job_dir, (), "missing", f".hydra/overrides.yaml unreadable: {err}", overrides_read=False)
     metric = DEFAULT_METRIC
     try:
         cfg = _read_yaml(job_dir / ".hydra" / "config.yaml") or {}

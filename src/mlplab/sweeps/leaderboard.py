@@ -186,13 +186,16 @@ def _setting(job: Job) -> tuple[str, ...]:
 
 def group(jobs: Sequence[Job], metric: str) -> tuple[list[Row], tuple[str, ...]]:
     """Rows (unsorted) and the overrides every job shares, which no row needs to repeat."""
-    settings = [_setting(j) for j in jobs]
+    # A job whose overrides.yaml is damaged has no known overrides: counting it as having none
+    # would leave nothing shared, and every other row's label would repeat the fixed overrides.
+    settings = [_setting(j) for j in jobs if j.overrides_read]
     common = set(settings[0]).intersection(*settings[1:]) if settings else set()
     fixed = tuple(o for o in settings[0] if o in common) if settings else ()
-    by_setting: dict[tuple[str, ...], list[Job]] = {}
-    for job, setting in zip(jobs, settings):
-        by_setting.setdefault(tuple(o for o in setting if o not in common), []).append(job)
-    return [Row(s, js, metric) for s, js in by_setting.items()], fixed
+    by_setting: dict[tuple[tuple[str, ...], bool], list[Job]] = {}
+    for job in jobs:
+        setting = tuple(o for o in _setting(job) if o not in common)
+        by_setting.setdefault((setting, job.overrides_read), []).append(job)
+    return [Row(s, js, metric) for (s, _), js in by_setting.items()], fixed
 
 
 def rank(rows: list[Row], order: dict[Path, int], metric: str) -> list[Row]:
@@ -267,6 +270,8 @@ def short(override: str) -> str:
 
 
 def label(row: Row) -> str:
+    if not any(j.overrides_read for j in row.jobs):
+        return "(overrides unreadable)"
     return " ".join(short(o) for o in row.setting) or "(all jobs alike)"
 
 
