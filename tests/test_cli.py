@@ -106,6 +106,18 @@ def test_an_option_that_does_not_exist_names_the_options(tmp_path: Path) -> None
             "rmsprop, sgd; did you mean optimizer=adam?")
 
 
+def test_a_hydra_option_that_does_not_exist_names_the_options(tmp_path: Path) -> None:
+    # Hydra's groups are not folders of conf/: its own message took 12 lines, search path and all.
+    r = run(["-m", *SYNTH, "hydra/launcher=joblb", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert not (tmp_path / "sweep").exists()
+    assert _one_error(r) == ("error: sweep not started: hydra/launcher=joblb: not an option of hydra/launcher: "
+                             "basic, joblib, submitit_local, submitit_slurm; did you mean hydra/launcher=joblib?")
+    from mlplab.cli import unknown_overrides
+
+    assert unknown_overrides(["train.py", "hydra/sweeper=optuna", "hydra/launcher=joblib"], ROOT / "conf",
+                             "train") == []
+
+
 def test_a_trainer_key_that_is_a_model_setting_here_points_to_it(tmp_path: Path) -> None:
     r = run([*SYNTH, "trainer.gradient_clip_val=1.0", f"hydra.run.dir={tmp_path / 'run'}"])
     assert not (tmp_path / "run").exists()

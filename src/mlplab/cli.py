@@ -519,6 +519,27 @@ def _trainer_argument(name: str) -> bool:
     return name in inspect.signature(L.Trainer.__init__).parameters
 
 
+def _unknown_hydra_options(parsed: list[Any], loader: Any) -> list[str]:
+    """`hydra/launcher=joblb`: Hydra's groups (and its plugins') are not folders of conf/, so
+    their options come from Hydra's own search path."""
+    import difflib
+
+    messages = []
+    for o in parsed:
+        group = o.key_or_group
+        if not group.startswith("hydra/") or o.is_delete() or o.is_sweep_override():
+            continue
+        try:
+            value, choices = o.value(), sorted(loader.get_group_options(group))
+        except Exception:  # noqa: BLE001 - left to Hydra
+            continue
+        if choices and isinstance(value, str) and "${" not in value and value not in choices:
+            close = difflib.get_close_matches(value, choices, n=1)
+            messages.append(f"{group}={value}: not an option of {group}: {', '.join(choices)}"
+                            + (f"; did you mean {group}={close[0]}?" if close else ""))
+    return messages
+
+
 def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
     """One message for each override Hydra cannot place: a key that is not in the config
     (with the closest key), or a group option that does not exist (with the group's options).
@@ -570,6 +591,7 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
     try:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            messages += _unknown_hydra_options(parsed, GlobalHydra.instance().config_loader())
             try:
                 base = compose(config_name, overrides=selections)
             except Exception:  # noqa: BLE001 - Hydra reports what composing cannot do, or:
