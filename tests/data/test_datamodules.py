@@ -7,7 +7,7 @@ import torch
 
 from conftest import DATA, have_data
 from mlplab.data.augment import random_shift
-from mlplab.data.batches import TensorBatches
+from mlplab.data.batches import TensorBatches, stream_seed
 from mlplab.data.images import FashionMNISTDataModule, MNISTDataModule, normalize
 from mlplab.data.sources import load_split
 from mlplab.data.synthetic import SyntheticDataModule, make_synthetic
@@ -141,6 +141,31 @@ def test_ddp_shards_are_disjoint_equal_and_cover_the_epoch() -> None:
     evals = [torch.cat([yb for _, yb in TensorBatches(x, y, 8, lambda t, g: t, rank=r, world_size=3)]) for r in range(3)]
     assert sorted(torch.cat(evals).tolist()) == list(range(103))  # evaluation sees every sample once
     assert len(TensorBatches(x, y, 8, lambda t, g: t, shuffle=True, rank=0, world_size=3)) == 5
+
+
+def test_ddp_ranks_draw_their_own_augmentations() -> None:
+    # One stream for all ranks gave image i of every rank's batch the same shift and erased box.
+    x, y = torch.zeros(40, 1), torch.arange(40)
+    draws = [torch.cat([xb for xb, _ in TensorBatches(x, y, 10, lambda t, g: torch.rand(t.shape, generator=g),
+                                                       shuffle=True, seed=5, rank=r, world_size=2)]) for r in range(2)]
+    assert not torch.equal(draws[0], draws[1])
+    # A single process keeps the stream it always had, so its runs repeat as before.
+    alone = torch.cat([xb for xb, _ in TensorBatches(x, y, 10, lambda t, g: torch.rand(t.shape, generator=g),
+                                                      shuffle=True, seed=5)])
+    g = torch.Generator().manual_seed(stream_seed(5, 0, 1))
+    assert torch.equal(alone, torch.cat([torch.rand(10, 1, generator=g) for _ in range(4)]))
+
+
+def test_a_last_training_batch_of_one_sample_joins_the_one_before() -> None:
+    # model.norm=batchnorm crashed after a whole epoch on it (MNIST's 55,000 at batch 7).
+    x, y = torch.arange(21).float()[:, None], torch.arange(21)
+    batches = TensorBatches(x, y, 10, lambda t, g: t, shuffle=True, seed=1)
+    sizes = [len(yb) for _, yb in batches]
+    assert sizes == [10, 11] and batches.n_batches() == len(batches) == 2
+    assert sorted(torch.cat([yb for _, yb in batches]).tolist()) == list(range(21))
+    # Evaluation keeps its batches as they are; so does a one-batch epoch.
+    assert [len(yb) for _, yb in TensorBatches(x, y, 10, lambda t, g: t)] == [10, 10, 1]
+    assert [len(yb) for _, yb in TensorBatches(x[:1], y[:1], 10, lambda t, g: t, shuffle=True)] == [1]
 
 
 def test_random_shift_moves_content_within_bounds() -> None:

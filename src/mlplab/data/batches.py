@@ -21,14 +21,14 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 ORDER_VERSION = 2  # 1: seeded with seed + epoch, which gave seed s+1 the orders of seed s, one epoch on
 
 
-def stream_seed(seed: int, epoch: int, stream: int) -> int:
+def stream_seed(seed: int, epoch: int, stream: int, *more: int) -> int:
     """A generator seed for one random stream of one epoch of one run seed.
 
     Sums such as `seed + epoch` collide across seeds (seed 2's epoch 0 is seed 1's epoch 1), so
     runs over `seed=1,2,3` would train on shifted copies of one sequence of orders; hashing the
     triple through numpy's `SeedSequence` keeps every (seed, epoch, stream) apart.
     """
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0])
+    return int(np.random.SeedSequence([seed, epoch, stream, *more]).generate_state(1, np.uint64)[0])
 
 
 _ORDER, _AUGMENT = 0, 1
@@ -100,9 +100,19 @@ class TensorBatches:
             n = n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
         return n
 
+    def _bounds(self) -> list[tuple[int, int]]:
+        """(start, stop) of each batch. A last training batch of one sample joins the batch
+        before it: batch norm cannot train on one sample (MNIST's 55,000 at batch 7 left one),
+        and a step on one sample is the noisiest of the epoch."""
+        n, size = self._length(), self.batch_size
+        stop = n - n % size if self.drop_last else n
+        bounds = [(start, min(start + size, stop)) for start in range(0, stop, size)]
+        if self.shuffle and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+            bounds[-2:] = [(bounds[-2][0], bounds[-1][1])]
+        return bounds
+
     def n_batches(self) -> int:
-        n = self._length()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self._bounds())
 
     def __len__(self) -> int:
         return -(-self.n_batches() // self.group)
@@ -137,18 +147,18 @@ class TensorBatches:
 
     def _single(self, skip: int = 0) -> Iterator[Batch]:
         order = self._indices()
-        n = self._length()
-        stop = n - n % self.batch_size if self.drop_last else n
         g = None
         if self.shuffle:
             g = torch.Generator(device=self.x.device)
-            g.manual_seed(stream_seed(self.seed, self.epoch(), _AUGMENT))
-        for i, start in enumerate(range(0, stop, self.batch_size)):
+            # Under DDP each rank draws its own augmentations: with one stream, image i of every
+            # rank's batch got the same shift, rotation and erased box.
+            ranked = (self.rank,) if self.world_size > 1 else ()
+            g.manual_seed(stream_seed(self.seed, self.epoch(), _AUGMENT, *ranked))
+        for i, (start, stop) in enumerate(self._bounds()):
             if order is None:
-                xb = self.x[start : start + self.batch_size]
-                yb = self.y[start : start + self.batch_size]
+                xb, yb = self.x[start:stop], self.y[start:stop]
             else:
-                idx = order[start : start + self.batch_size]
+                idx = order[start:stop]
                 xb, yb = self.x[idx], self.y[idx]
             if i < skip:
                 if g is not None:
