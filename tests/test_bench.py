@@ -39,6 +39,12 @@ from mlplab import bench
         # Only the mlplab variant would have run at bf16, against 32-bit loops.
         (["--set", "trainer.precision=bf16-mixed"], "the bench fixes trainer.precision"),
         (["--precision", "16-mixed"], "--precision: invalid choice: '16-mixed'"),
+        # Each timed the mlplab variant on part of an epoch, or ended in a traceback after the runs.
+        (["--set", "trainer.limit_train_batches=0.1"], "--set=trainer.limit_train_batches=0.1: the bench times whole "
+                                                       "epochs of the same 55,000 training images"),
+        (["--set", "data.val_size=0"], "--set=data.val_size=0: the bench times whole epochs"),
+        (["--set", "+trainer.max_steps=100"], "--set=+trainer.max_steps=100: the bench times whole epochs"),
+        (["--set", "torch_threads=1"], "--set=torch_threads=1: the bench fixes torch_threads"),
     ],
 )
 def test_bad_arguments_are_refused_with_the_argument_named(args: list[str], message: str) -> None:

@@ -164,7 +164,11 @@ def epoch_timer(path: str) -> Any:
 # and optimizer groups, and these keys.
 FIXED_GROUPS = ("model", "optimizer")
 FIXED = ("paths.data_dir", "data", "data.batch_size", "trainer", "trainer.max_epochs", "trainer.accelerator",
-         "trainer.devices", "trainer.precision")
+         "trainer.devices", "trainer.precision", "torch_threads")
+# These change how many samples an epoch trains on, or cut the timed epochs short: the mlplab
+# variant's seconds would no longer compare with the loops' 55,000 samples an epoch.
+EPOCH_KEYS = ("data.val_size", "trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.max_steps",
+              "trainer.max_time", "trainer.val_check_interval", "trainer.check_val_every_n_epoch")
 
 
 def _compose(batch_size: int, epochs: int, data_dir: str, device: Any, out: Path, extra: list[str],
@@ -222,8 +226,11 @@ def check_overrides(overrides: list[str], batch_size: int, epochs: int, data_dir
         return f"--set: {unknown[0]}"
     for o in overrides:
         key = o.lstrip("+~").split("=", 1)[0].strip()
+        if key in EPOCH_KEYS:
+            return (f"--set={o}: the bench times whole epochs of the same 55,000 training images, with their "
+                    "validation, in every variant")
         if key in FIXED or key.split(".")[0] in FIXED_GROUPS:
-            option = {"trainer.max_epochs": "--epochs", "data.batch_size": "--batch-sizes",
+            option = {"trainer.max_epochs": "--epochs", "data.batch_size": "--batch-sizes", "torch_threads": "--threads",
                       "trainer.precision": "--precision"}.get(key, "--batch-sizes, --epochs, --device or --precision")
             return (f"--set={o}: the bench fixes {key} (the same model, optimizer, batch size, epochs, device and "
                     f"precision in every variant); use {option}")
