@@ -164,3 +164,29 @@ def test_the_direct_step_trains_exactly_as_lightnings_hooked_step(precision: str
     assert runs[True]["state_dict"].keys() == runs[False]["state_dict"].keys()
     for key, tensor in runs[False]["state_dict"].items():
         assert torch.equal(runs[True]["state_dict"][key], tensor), key
+
+
+@pytest.mark.parametrize("members", [1, 2])
+@pytest.mark.parametrize("fused", [False, True])
+def test_gradients_are_clipped_after_the_loss_scaler_unscales_them(fused: bool, members: int) -> None:
+    # Under 16-mixed (a GPU's; forced here on the CPU) the gradients were clipped while still
+    # multiplied by the loss scale, so each step shrank ~65,536 times; a fused optimizer raised.
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from mlplab.data.synthetic import SyntheticDataModule
+
+    def step(plugin: MixedPrecision | None) -> torch.Tensor:
+        torch.manual_seed(0)
+        data = SyntheticDataModule(n_samples=600, val_size=100, test_size=100, batch_size=50, batches_per_call=1)
+        model = Classifier(20, 3, hidden_sizes=[8], members=members, dropout=0.0, gradient_clip_val=0.1,
+                           optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5, "fused": fused})
+        before = [p.detach().clone() for p in model.parameters()]
+        trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, accelerator="cpu", limit_val_batches=0,
+                            num_sanity_val_steps=0, plugins=[plugin] if plugin else None)
+        trainer.fit(model, data)
+        return torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before, strict=True)])
+
+    full, scaled = step(None), step(MixedPrecision("16-mixed", "cpu"))
+    assert full.norm() > 0.01
+    torch.testing.assert_close(scaled, full, atol=2e-4, rtol=1e-2)

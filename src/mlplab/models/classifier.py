@@ -282,16 +282,8 @@ class Classifier(L.LightningModule):
             total.backward()
         else:
             self.manual_backward(total)
-        if self.gradient_clip_val and isinstance(self.net, Ensemble):
-            # Per member: one member's spike must not shrink the others' steps.
-            for member in self.net.members:
-                if self.gradient_clip_algorithm == "norm":
-                    torch.nn.utils.clip_grad_norm_(member.parameters(), self.gradient_clip_val)
-                else:
-                    torch.nn.utils.clip_grad_value_(member.parameters(), self.gradient_clip_val)
-        elif self.gradient_clip_val:
-            self.clip_gradients(opt, self.gradient_clip_val, self.gradient_clip_algorithm)
         if self._direct:
+            self._clip_gradients()
             # The step and Lightning's step counting (global_step, max_steps), without its
             # per-step hook dispatch.
             opt._on_before_step()
@@ -319,6 +311,27 @@ class Classifier(L.LightningModule):
             steps["l2"].append(l2.detach())
         self._epoch_n.append(y.numel())
         return loss
+
+    def _clip_gradients(self) -> None:
+        if not self.gradient_clip_val:
+            return
+        # Per member: one member's spike must not shrink the others' steps.
+        for part in self.net.members if isinstance(self.net, Ensemble) else [self.net]:
+            if self.gradient_clip_algorithm == "norm":
+                torch.nn.utils.clip_grad_norm_(part.parameters(), self.gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(part.parameters(), self.gradient_clip_val)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning's path (DDP, 16-mixed) calls this once the loss scaler has unscaled the
+        # gradients: clipped before, under 16-mixed they were still ×65536 and every step shrank
+        # to almost nothing. A fused optimizer unscales inside its own step, so unscale here.
+        if self._direct or not self.gradient_clip_val:
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            scaler.unscale_(optimizer)
+        self._clip_gradients()
 
     def on_fit_start(self) -> None:
         self._fit_started = time.time()
