@@ -237,6 +237,14 @@ def test_an_epoch_without_validation_still_writes_last(make_cfg, tmp_path: Path)
     assert (last["epoch"], last["global_step"]) == (2, 3 * 19)
 
 
+def test_a_plateau_schedule_steps_only_after_a_validation(make_cfg, tmp_path: Path) -> None:
+    # With check_val_every_n_epoch=2 it raised at the end of epoch 0, which logs no val/loss.
+    train(make_cfg([*SYNTH, "scheduler=plateau", "trainer.check_val_every_n_epoch=2", "trainer.max_epochs=5",
+                    "report=false"]))
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["lr_schedulers"][0]["last_epoch"]) == (4, 2)  # stepped after epochs 1 and 3
+
+
 def test_a_resume_that_cannot_go_on_exactly_still_trains_whole_epochs(make_cfg, tmp_path: Path) -> None:
     common = [*SYNTH, "callbacks.early_stopping.patience=100"]  # 19 batches an epoch, calls of 8
     # Stopped by trainer.max_steps one batch into a call: the rest of that call still trains.

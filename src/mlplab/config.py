@@ -527,6 +527,12 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
                   + RELAUNCH_ADVICE)
     check_signature("model", cfg.model, extra=())
     _check_model(cfg.model)
+    precision = str(cfg.trainer.get("precision"))
+    if cfg.model.get("ema_decay") is not None and precision in ("bf16-true", "16-true"):
+        # The average moves by (1 - decay) of its gap to the live weights a step: at 8 or 11
+        # bits of mantissa that rounds to nothing, and evaluation would run a frozen early net.
+        _fail("model.ema_decay", cfg.model.ema_decay, f"the weight average cannot move in {precision}'s 16-bit "
+              f"weights; use trainer.precision={precision.replace('true', 'mixed')}")
     check_data(cfg.data)
     check_signature("optimizer", cfg.optimizer)
     _check_optimizer(cfg.optimizer)
@@ -557,6 +563,10 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
         interval = cfg.scheduler.get("interval", "epoch")
         if interval not in ("epoch", "step"):
             _fail("scheduler.interval", interval, "expected epoch or step")
+        if plateau and interval == "step":
+            # Stepped after every optimizer step, it read a metric no validation had logged yet.
+            _fail("scheduler.interval", interval, "ReduceLROnPlateau steps on a validation metric, once a "
+                  "validation: expected epoch")
     check_signature("trainer", cfg.trainer)
     _check_trainer(cfg.trainer)
     max_epochs = cfg.trainer.get("max_epochs")

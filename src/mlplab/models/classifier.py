@@ -127,6 +127,7 @@ class Classifier(L.LightningModule):
         self.automatic_optimization = False
         self._monitor: tuple[str | None, bool] = (None, True)
         self._direct = False
+        self._validated_epoch: int | None = None  # the last epoch whose validation ran
         self._autocast: torch.dtype | None = None
         self._input_dtype: torch.dtype | None = None  # a "true" precision's (bf16-true, 64-true)
         self._schedule_length: dict[str, int] = {}  # what configure_optimizers sized the schedule to
@@ -411,6 +412,8 @@ class Classifier(L.LightningModule):
             if not isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 config.scheduler.step()
                 continue
+            if self._validated_epoch != self.current_epoch:
+                continue  # trainer.check_val_every_n_epoch > 1: no new figure this epoch
             monitor, strict = self._monitor
             metric = self.trainer.callback_metrics.get(monitor)
             if metric is None:
@@ -462,6 +465,7 @@ class Classifier(L.LightningModule):
         self.log("val/acc", acc, prog_bar=True)
         if self.trainer.sanity_checking:  # a best-so-far of an untrained model means nothing
             return
+        self._validated_epoch = self.current_epoch
         self.val_acc_best.update(acc)
         self.log("val/acc_best", self.val_acc_best.compute())
 
