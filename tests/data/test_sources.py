@@ -413,6 +413,21 @@ def test_debian_source_refreshes_lists_once(fake: Fake, monkeypatch: pytest.Monk
     S.verify("fake", fake.root)
 
 
+def test_debian_source_names_the_download_error_when_the_refresh_fails(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a user, apt-get update fails on its lock, and that was the only error shown.
+    def fake_run(cmd: list[str], cwd: Path | None = None, **kwargs: object) -> None:
+        raise S.SourceFailed({"download": "`apt-get download` exited 100: E: Unable to locate package x",
+                              "update": "`apt-get update` exited 100: E: Could not open lock file"}[cmd[1]])
+
+    monkeypatch.setattr(S, "_run", fake_run)
+    monkeypatch.setattr(S.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setitem(S.OFFLINE_SOURCES, "fake-offline", S._from_debian)
+    with pytest.raises(S.DataError) as err:
+        S.provision("fake", fake.root, ("existing", "offline"))
+    assert_one_line(err.value, "Unable to locate package x; refreshing the package lists failed too: "
+                               "`apt-get update` exited 100: E: Could not open lock file")
+
+
 def test_debian_source_without_apt_says_so(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(S.shutil, "which", lambda tool: None)
     monkeypatch.setitem(S.OFFLINE_SOURCES, "fake-offline", S._from_debian)

@@ -377,9 +377,14 @@ def _from_debian(spec: DatasetSpec, work: Path) -> Path:
             )
     try:
         _run(["apt-get", "download", DEBIAN_PACKAGE], cwd=work)
-    except SourceFailed:
-        # Usually stale or absent package lists ("Unable to locate package"); one refresh.
-        _run(["apt-get", "update"])
+    except SourceFailed as first:
+        # Usually stale or absent package lists ("Unable to locate package"); one refresh,
+        # which needs root: its own failure ("lock … Permission denied") would hide the cause.
+        try:
+            _run(["apt-get", "update"])
+        except SourceFailed as refresh:
+            hint = "; as root, `apt-get update` once" if os.geteuid() != 0 else ""
+            raise SourceFailed(f"{first}; refreshing the package lists failed too: {refresh}{hint}") from None
         _run(["apt-get", "download", DEBIAN_PACKAGE], cwd=work)
     debs = sorted(work.glob(f"{DEBIAN_PACKAGE}_*.deb"))
     if not debs:
