@@ -215,7 +215,7 @@ def run_labels(runs: Sequence[Path]) -> list[str]:
     would share a name get where they are after it."""
     labels = _setting_labels(runs)
     twins = [i for i, name in enumerate(labels) if labels.count(name) > 1]
-    if twins and len(twins) < len(runs):
+    if twins:
         tails = _path_tails([runs[i] for i in twins])
         for i, tail in zip(twins, tails, strict=True):
             labels[i] = f"{labels[i]} ({tail})"
@@ -266,7 +266,10 @@ def load_curves(runs: Sequence[Path], metrics: Sequence[str], labels: Sequence[s
         for run, name, tags, run_ends in zip(runs, names, scalars, ends, strict=True):
             points = tags.get(metric)
             if points:
-                curves.append(Curve(run, name, metric, epoch_axis(points, run_ends), [p.value for p in points]))
+                x = epoch_axis(points, run_ends)
+                if metric.startswith("test/"):  # logged after the fit, at the count of epochs run
+                    x = [v - 1 for v in x]
+                curves.append(Curve(run, name, metric, x, [p.value for p in points]))
         if not curves:
             known = sorted({t for tags in scalars for t in tags if not t.startswith("_")})
             option = (options or {}).get(metric, "--metric")
@@ -285,6 +288,8 @@ def early_stop_epoch(values: Sequence[float], patience: int, mode: str = "min",
     best = math.inf if mode == "min" else -math.inf
     wait = 0
     for epoch, value in enumerate(values, start=1):
+        if not math.isfinite(value):  # Lightning's check_finite: a NaN loss stops the run at once
+            return epoch
         improved = value < best - min_delta if mode == "min" else value > best + min_delta
         if improved:
             best, wait = value, 0
@@ -306,7 +311,7 @@ def plot(curves: dict[str, list[Curve]], out: str | os.PathLike[str], *, x_label
     panels = list(curves.items())
     labels = list(dict.fromkeys(c.label for cs in curves.values() for c in cs))
     colours = {name: f"C{i % 10}" for i, name in enumerate(labels)}
-    styles = {name: "-" if i < 10 else "--" for i, name in enumerate(labels)}
+    styles = {name: ("-", "--", ":", "-.")[i // 10 % 4] for i, name in enumerate(labels)}
     # The object API with its own Agg canvas: no pyplot, so no global backend is switched.
     fig = Figure(figsize=(5.2 * len(panels) + 1.8, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
@@ -349,8 +354,11 @@ def table(curves: dict[str, list[Curve]], patience: int | None = None,
         lines.append("")
         for c in curves[patience_metric]:
             stop = early_stop_epoch(c.values, patience, metric_mode(patience_metric))
-            what = (f"would stop after epoch {stop} of {len(c.values)}" if stop is not None
-                    else f"would not stop within its {len(c.values)} epochs")
+            # Patience counts validations; with trainer.check_val_every_n_epoch > 1 they are
+            # not epochs, so the epochs come from the points' places on the epoch axis.
+            ran = f"{c.x[-1]:g}" if c.x else "0"
+            what = (f"would stop after epoch {c.x[stop - 1]:g} of {ran}" if stop is not None
+                    else f"would not stop within its {ran} epochs")
             lines.append(f"{c.label}: early stopping (patience {patience} on {patience_metric}) {what}")
     return "\n".join(lines)
 

@@ -99,6 +99,24 @@ def test_labels_fall_back_to_paths_and_name_only_what_differs(tmp_path: Path) ->
     c = tmp_path / "c" / "run"
     _write_run(c, [(0, 0, {"val/loss": 1.0})], ["seed=1", "optimizer=sgd"])
     assert curves.run_labels([a, b, c]) == ["seed=1 (a/run)", "model.l2=0.1 seed=2", "seed=1 (c/run)"]
+    # Two sweeps of the same grid: every run had a twin, and none was told apart.
+    d = tmp_path / "d" / "run"
+    _write_run(d, [(0, 0, {"val/loss": 1.0})], ["seed=2", "optimizer=sgd", "model.l2=0.1"])
+    assert curves.run_labels([a, b, c, d]) == ["seed=1 (a/run)", "model.l2=0.1 seed=2 (b/run)", "seed=1 (c/run)",
+                                               "model.l2=0.1 seed=2 (d/run)"]
+
+
+def test_patience_is_replayed_in_epochs_when_validation_skips_epochs() -> None:
+    # trainer.check_val_every_n_epoch=2: "would stop after epoch 4 of 5" for a run of 10 epochs.
+    c = curves.Curve(Path("run"), "run", "val/loss", [2.0, 4.0, 6.0, 8.0, 10.0], [1.0, 1.1, 1.2, 1.3, 1.4])
+    assert "would stop after epoch 8 of 10" in curves.table({"val/loss": [c]}, 3)
+
+
+def test_test_metrics_sit_at_the_last_epoch(tmp_path: Path) -> None:
+    # Logged after the fit at the count of epochs run, they were drawn one epoch past the end.
+    _write_run(tmp_path / "r", [(10, 0, {"val/loss": 1.0}), (20, 1, {"val/loss": 0.9}), (20, 2, {"test/acc": 0.8})])
+    loaded = curves.load_curves([tmp_path / "r"], ["val/loss", "test/acc"])
+    assert loaded["val/loss"][0].x == [1.0, 2.0] and loaded["test/acc"][0].x == [2.0]
 
 
 @pytest.mark.parametrize(("values", "patience", "mode", "expected"), [
@@ -106,6 +124,7 @@ def test_labels_fall_back_to_paths_and_name_only_what_differs(tmp_path: Path) ->
     ([1.0, 0.9, 0.95, 0.8, 0.85, 0.86], 3, "min", None),  # the count restarts at each best
     ([1.0, 1.0, 1.0], 2, "min", 3),                      # equal is not an improvement
     ([0.5, 0.6, 0.55], 1, "max", 3),
+    ([1.0, float("nan"), 0.5], 3, "min", 2),             # check_finite: a NaN stops at once
 ])
 def test_early_stop_epoch_follows_lightnings_rule(values: list[float], patience: int, mode: str,
                                                   expected: int | None) -> None:
