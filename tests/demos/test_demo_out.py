@@ -54,3 +54,10 @@ def test_cli_reports_a_failed_write_in_one_line(tmp_path: Path, demo: str, monke
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and f"--out={out}:" in err[0] and "No space left" in err[0]
     assert "wrote" not in captured.out
+
+
+@pytest.mark.parametrize("demo", DEMOS)
+def test_the_default_figure_is_not_the_committed_one(demo: str) -> None:
+    # `python -m mlplab.demos.regression --seed 3` in the repository replaced docs/regression.png.
+    module, _ = DEMOS[demo]
+    assert module.build_parser().parse_args([]).out == Path("outputs/demos") / f"{demo}.png"

@@ -90,7 +90,9 @@ def test_cli_reports_divergence(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.parametrize("argv", [["--lr", "0"], ["--n", "-3"], ["--noise", "-1"],
-                                  ["--epochs", "0"], ["--lr", "nan"]])
+                                  ["--epochs", "0"], ["--lr", "nan"],
+                                  # reported as a divergence, advising a lower --lr that was fine
+                                  ["--true-w", "1e308"], ["--noise", "1e200"]])
 def test_cli_rejects_bad_input(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         reg.main(argv)

@@ -250,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tol", type=positive_float, default=DEFAULT_TOL,
                         help="distance to the analytic minimum that counts as converged "
                              "(default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("docs/loss_surface.png"),
+    # Not docs/loss_surface.png: a run with other arguments would replace the committed figure.
+    parser.add_argument("--out", type=Path, default=Path("outputs/demos/loss_surface.png"),
                         help="figure to write, its suffix picks the format (default: %(default)s)")
     return parser
 

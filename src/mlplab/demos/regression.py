@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="learning rate for all three fits (default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
                         help="full-batch gradient steps (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("docs/regression.png"),
+    # Not docs/regression.png: a run with other arguments would replace the committed figure.
+    parser.add_argument("--out", type=Path, default=Path("outputs/demos/regression.png"),
                         help="figure to write, its suffix picks the format (default: %(default)s)")
     return parser
 
@@ -222,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (problem := figure_path_problem(args.out)) is not None:
         parser.error(f"--out={args.out}: {problem}")
     data = make_data(args.n, args.noise, args.seed, args.true_w)
+    if not torch.isfinite(data.y.pow(2).mean()):
+        # Otherwise reported as a divergence, with advice to lower an --lr that was fine.
+        parser.error(f"--true-w={args.true_w} / --noise={args.noise:g}: the loss (mean y²) overflows float64; "
+                     "keep both below about 1e150")
     fits = fit_all(data.x, data.y, args.lr, args.epochs)
     origin = "given" if args.true_w is not None else "drawn from the seed"
     print(f"data: n={args.n}, noise={args.noise:g}, seed={args.seed}, "
