@@ -106,6 +106,14 @@ def test_an_option_that_does_not_exist_names_the_options(tmp_path: Path) -> None
             "rmsprop, sgd; did you mean optimizer=adam?")
 
 
+def test_several_values_without_multirun_say_to_add_m(tmp_path: Path) -> None:
+    # Hydra's own message took five lines; the grid-search commands are copied without -m.
+    r = run([*SYNTH, "optimizer.lr=1e-3,1e-2", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()
+    assert _one_error(r) == ("error: optimizer.lr=1e-3,1e-2: several values are a sweep; add -m to run one job "
+                             "each (python src/train.py -m …), or write a list as [a,b]")
+
+
 def test_a_hydra_option_that_does_not_exist_names_the_options(tmp_path: Path) -> None:
     # Hydra's groups are not folders of conf/: its own message took 12 lines, search path and all.
     r = run(["-m", *SYNTH, "hydra/launcher=joblb", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
@@ -387,6 +395,21 @@ def test_resume_keeps_interpolations_in_the_runs_overrides_verbatim(tmp_path: Pa
 def test_resume_of_a_non_run_directory_is_refused(tmp_path: Path) -> None:
     r = run([f"resume={tmp_path}"])
     assert r.returncode == 1 and "not a run directory" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("model: [unclosed", ".hydra/config.yaml is unreadable (expected ',' or ']', but got '<stream end>' at line 2)"),
+    ("", ".hydra/config.yaml is damaged: it has no model section"),  # blamed the keys given with it
+    ("- a", ".hydra/config.yaml is damaged: it has no model section"),  # Hydra's 3 lines
+])
+def test_resume_of_a_run_with_a_damaged_config_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    fake = tmp_path / "run"
+    (fake / ".hydra").mkdir(parents=True)
+    (fake / "checkpoints").mkdir()
+    (fake / "checkpoints" / "last.ckpt").write_bytes(b"kept")
+    (fake / ".hydra" / "config.yaml").write_text(text + "\n")
+    assert _one_error(run([f"resume={fake}", "trainer.max_epochs=5"])) == f"error: resume={fake}: {message}"
+    assert (fake / "checkpoints" / "last.ckpt").read_bytes() == b"kept"
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 180) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -348,6 +348,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         _exit(f"resume={run_dir}: not a run directory (no .hydra/config.yaml)")
     if not last.is_file():
         _exit(f"resume={run_dir}: no checkpoints/last.ckpt to resume from")
+    _saved_config(run_dir, saved)
     rest = [a for a in argv[1:] if not a.startswith("resume=")]
     if {"-m", "--multirun"} & set(rest) or any(a.startswith("sweep=") for a in rest):
         # Hydra read the overrides after the inserted ones as stray arguments: an 8-line usage.
@@ -363,7 +364,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     if any(override_key(a) == "hydra.run.dir" for a in rest):
         _exit(f"resume={run_dir}: continues the run in its own directory, so hydra.run.dir cannot be given "
               f"with it; ckpt_path={last} continues it in a new one")
-    config: Any = OmegaConf.load(saved)
+    config = _saved_config(run_dir, saved)
     for arg in rest:
         group = override_key(arg)
         if "=" in arg and "." not in group and OmegaConf.is_dict(config.get(group)):
@@ -373,6 +374,22 @@ def resume_argv(argv: list[str]) -> list[str]:
     _resuming = _Resume.of(run_dir, [a for a in rest if not a.startswith("-") and not override_key(a).startswith("hydra.")])
     return [argv[0], "--config-path", str(saved.parent), "--config-name", "config",
             f"hydra.run.dir={run_dir}", f"ckpt_path={last}", *rest]
+
+
+def _saved_config(run_dir: Path, saved: Path) -> Any:
+    """The run's .hydra/config.yaml, or one line: damaged, it ended in a YAML traceback, or
+    (empty) in errors that blamed the overrides given with resume=."""
+    try:
+        config = OmegaConf.load(saved)
+    except Exception as err:  # noqa: BLE001 - YAML's and OmegaConf's errors, whichever
+        mark = getattr(err, "problem_mark", None)  # YAML's: what and where
+        why = (f"{err.problem} at line {mark.line + 1}" if mark is not None and getattr(err, "problem", None)
+               else (str(err).splitlines() or [type(err).__name__])[0])
+        _exit(f"resume={run_dir}: .hydra/config.yaml is unreadable ({why})")
+    missing = [k for k in ("model", "data", "trainer") if not (OmegaConf.is_dict(config) and k in config)]
+    if missing:
+        _exit(f"resume={run_dir}: .hydra/config.yaml is damaged: it has no {missing[0]} section")
+    return config
 
 
 class RunDirGuard(Callback):
@@ -472,7 +489,7 @@ def _set(config: DictConfig, mode: str, path: Path) -> None:
             config.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted}")
 
 
-def _exit(message: str) -> None:
+def _exit(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(1)
 
@@ -538,6 +555,19 @@ def _unknown_hydra_options(parsed: list[Any], loader: Any) -> list[str]:
             messages.append(f"{group}={value}: not an option of {group}: {', '.join(choices)}"
                             + (f"; did you mean {group}={close[0]}?" if close else ""))
     return messages
+
+
+def _sweeps_without_multirun(argv: list[str]) -> list[str]:
+    """`optimizer.lr=1e-3,1e-2` without -m: Hydra's own message is five lines."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(_override_args(argv))
+    except Exception:  # noqa: BLE001 - unparsable: reported by unknown_overrides
+        return []
+    return [f"{o.input_line}: several values are a sweep; add -m to run one job each "
+            f"(python src/{Path(argv[0]).name} -m …), or write a list as [a,b]"
+            for o in parsed if o.is_sweep_override()][:1]
 
 
 def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list[str]:
@@ -713,6 +743,8 @@ def run_entry_point(main: Callable[[], object], conf_dir: Path, config_name: str
         # As preflight's; conf/sweep's options start a multirun without -m.
         multirun = {"-m", "--multirun"} & set(sys.argv) or any(a.startswith("sweep=") for a in sys.argv[1:])
         sweep = "sweep not started: " if multirun else ""
+        if not multirun and not any(a.lstrip("+").startswith("hydra.mode=") for a in sys.argv[1:]):
+            messages = _sweeps_without_multirun(sys.argv) + messages
         for message in messages:
             print(f"error: {sweep}{message}", file=sys.stderr, flush=True)
         if messages:

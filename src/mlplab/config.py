@@ -559,7 +559,7 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
         if (sized and cfg.scheduler.scheduler.get(sized) is None and cfg.trainer.get("max_epochs") == -1
                 and (cfg.trainer.get("max_steps") or -1) <= 0):
             _fail("trainer.max_epochs", -1, f"{target.rsplit('.', 1)[-1]} needs the length of the fit: "
-                  "set trainer.max_epochs (or trainer.max_steps)")
+                  "set trainer.max_epochs (or +trainer.max_steps)")
         interval = cfg.scheduler.get("interval", "epoch")
         if interval not in ("epoch", "step"):
             _fail("scheduler.interval", interval, "expected epoch or step")
