@@ -247,3 +247,21 @@ def test_a_diverged_ddp_run_is_reported_once_and_recorded(tmp_path: Path) -> Non
     out = r.stdout + r.stderr
     assert out.count("[mlplab.training][ERROR]") == 1, out[-3000:]
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.skipif(not have_data("mnist"), reason="MNIST not provisioned (make data)")
+def test_a_damaged_data_file_under_ddp_is_one_line_and_no_run_folder(tmp_path: Path) -> None:
+    # Found only after rank 1 had started: a 37-line traceback from it, and a failed run folder.
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (DATA / "MNIST" / "raw").iterdir():
+        os.symlink(f, raw / f.name)
+    (raw / "t10k-images-idx3-ubyte").unlink()
+    (raw / "t10k-images-idx3-ubyte").write_bytes((DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()[:4000])
+    r = _run([*COMMON, "trainer=ddp", "trainer.devices=2", f"paths.data_dir={tmp_path / 'data'}",
+              f"hydra.run.dir={tmp_path / 'run'}"])
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines() == [
+        f"error: {raw / 't10k-images-idx3-ubyte'}: truncated: 4000 bytes, expected 7840016; "
+        f"run `make data DATA={tmp_path / 'data'}` to re-provision it"]
+    assert not (tmp_path / "run").exists()

@@ -434,6 +434,10 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
     if cfg.get("ckpt_path"):
         _check_same_monitors(cfg.ckpt_path, resumed, trainer)
     del resumed  # Lightning reads the file again; the optimizer state need not stay in memory
+    if trainer.world_size > 1 and trainer.global_rank == 0 and hasattr(datamodule, "prepare_data"):
+        # Before fit launches the other ranks: a damaged file is then one line and no run
+        # folder, as on one device, not a traceback from a rank left waiting for rank 0.
+        datamodule.prepare_data()
 
     started = time.time()
     status, error = "completed", None
