@@ -412,6 +412,25 @@ def test_resume_of_a_run_with_a_damaged_config_is_one_line(tmp_path: Path, text:
     assert (fake / "checkpoints" / "last.ckpt").read_bytes() == b"kept"
 
 
+def test_a_run_being_trained_cannot_be_resumed_by_another_process(tmp_path: Path) -> None:
+    # Two resume= of one run both trained: one crashed replacing the other's last.ckpt, and the
+    # run's curves held an epoch twice.
+    from mlplab import runlock
+
+    out = tmp_path / "run"
+    assert run([*SYNTH, "trainer.max_epochs=1", f"hydra.run.dir={out}"]).returncode == 0
+    runlock.hold(out)  # as the training process does, for as long as it trains
+    before = _files(out)
+    try:
+        assert _one_error(run([f"resume={out}", "trainer.max_epochs=2"])) == (
+            f"error: resume={out}: is being trained by another process (pid {os.getpid()}); wait for it to end, "
+            f"or continue from its last checkpoint in a new folder: ckpt_path={out / 'checkpoints' / 'last.ckpt'}")
+        assert _files(out) == before
+    finally:
+        runlock.release(out)
+    assert run([f"resume={out}", "trainer.max_epochs=2"]).returncode == 0  # a lock goes with its process
+
+
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while not predicate():

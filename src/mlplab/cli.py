@@ -370,6 +370,13 @@ def resume_argv(argv: list[str]) -> list[str]:
         if "=" in arg and "." not in group and OmegaConf.is_dict(config.get(group)):
             _exit(f"resume={run_dir}: {arg} would switch the config group {group!r}, which a resumed run "
                   f"cannot; set its keys instead (e.g. {group}.<name>=...), or start a new run")
+    from mlplab import runlock
+    from mlplab.config import ResumeRefused
+
+    try:  # before _Resume.of: what it records must not be another process's half-written files
+        runlock.hold(run_dir)
+    except ResumeRefused as err:
+        _exit(f"resume={err}")
     # hydra.* overrides configure this process, not the run.
     _resuming = _Resume.of(run_dir, [a for a in rest if not a.startswith("-") and not override_key(a).startswith("hydra.")])
     return [argv[0], "--config-path", str(saved.parent), "--config-name", "config",

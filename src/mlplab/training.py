@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mlplab import runlock
 from mlplab.callbacks.guards import NonFiniteLossError
 from mlplab.callbacks.interrupt import FinishFirst, GracefulInterrupt
 from mlplab.checkpoints import AtomicCheckpointIO
@@ -383,8 +384,12 @@ def _float(x: Any) -> float | None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit and test one configuration; return `cfg.optimized_metric` for sweepers."""
-    with FinishFirst() as finishing:
-        result = _train(cfg, finishing)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        with FinishFirst() as finishing:
+            result = _train(cfg, finishing)
+    finally:
+        runlock.release(run_dir)
     if finishing.requested:  # a sweep stops here, as asked, with this job complete
         print(f"Stopped by {finishing.signal} after training had finished; the test and summary.json were completed "
               "first", file=sys.stderr, flush=True)
@@ -400,6 +405,7 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
     _quiet_lightning()
     skip_failing_nvml_probe()
     run_dir = Path(hc.runtime.output_dir)
+    runlock.hold(run_dir)
     _refuse_taken_checkpoint_dir(cfg)
     threads = job_threads(cfg)
     if threads:

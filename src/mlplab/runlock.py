@@ -1,0 +1,51 @@
+"""One process trains a run directory at a time.
+
+Two `resume=` of one run (or a resume while the run still trains) both restored last.ckpt and
+trained: one crashed replacing the other's checkpoint, and the run's curves held an epoch twice.
+The lock is an advisory `flock` on `.hydra/run.lock`, so it goes with the process that holds it,
+however that process ends; a leftover file locks nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from mlplab.config import ResumeRefused
+
+_held: dict[Path, int] = {}  # run dir → the open descriptor holding its lock
+
+
+def _is_launching_rank() -> bool:
+    # Ranks Lightning starts for DDP train the same run: only the first one locks it.
+    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+
+
+def hold(run_dir: Path) -> None:
+    """Lock `run_dir` for this process's lifetime, or refuse in one line naming the holder."""
+    run_dir = run_dir.resolve()
+    if run_dir in _held or not _is_launching_rank():
+        return
+    path = run_dir / ".hydra" / "run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ResumeRefused(
+            f"{run_dir}: is being trained by another process (pid {holder}); wait for it to end, or continue "
+            f"from its last checkpoint in a new folder: ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _held[run_dir] = fd
+
+
+def release(run_dir: Path) -> None:
+    """Let go of a finished job's lock: a multirun trains many in one process."""
+    fd = _held.pop(run_dir.resolve(), None)
+    if fd is not None:
+        os.close(fd)
