@@ -254,7 +254,7 @@ class _Resume:
     given: list[str] | None  # the overrides given with resume= (None: `ckpt_path=` in place)
     existing: frozenset[Path]  # every file the run held (a failed resume's new ones are removed)
 
-    FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "summary.json")
+    FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", ".hydra/run.lock", "summary.json")
 
     @classmethod
     def of(cls, run_dir: Path, given: list[str] | None) -> _Resume:
@@ -374,7 +374,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     from mlplab.config import ResumeRefused
 
     try:  # before _Resume.of: what it records must not be another process's half-written files
-        runlock.hold(run_dir)
+        runlock.hold(run_dir, record=False)
     except ResumeRefused as err:
         _exit(f"resume={err}")
     # hydra.* overrides configure this process, not the run.

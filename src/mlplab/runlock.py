@@ -22,10 +22,16 @@ def _is_launching_rank() -> bool:
     return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
-def hold(run_dir: Path) -> None:
-    """Lock `run_dir` for this process's lifetime, or refuse in one line naming the holder."""
+def hold(run_dir: Path, record: bool = True) -> None:
+    """Lock `run_dir` for this process's lifetime, or refuse in one line naming the holder.
+    `record=False` writes no pid yet: a resume refused before it trains leaves the run's files
+    as they were."""
     run_dir = run_dir.resolve()
-    if run_dir in _held or not _is_launching_rank():
+    if not _is_launching_rank():
+        return
+    if run_dir in _held:
+        if record:
+            _record(_held[run_dir])
         return
     path = run_dir / ".hydra" / "run.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,9 +45,16 @@ def hold(run_dir: Path) -> None:
             f"{run_dir}: is being trained by another process (pid {holder}); wait for it to end, or continue "
             f"from its last checkpoint in a new folder: ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
         ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    if record:
+        _record(fd)
     _held[run_dir] = fd
+
+
+def _record(fd: int) -> None:
+    pid = str(os.getpid()).encode()
+    if os.pread(fd, 32, 0) != pid:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, pid, 0)
 
 
 def release(run_dir: Path) -> None:
