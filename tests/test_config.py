@@ -114,6 +114,9 @@ from mlplab.config import ConfigError, validate
         (["model.ema_decay=0.999", "trainer.precision=bf16-true"], "model.ema_decay=0.999: the weight average cannot "
                                                                    "move in bf16-true's 16-bit weights; use "
                                                                    "trainer.precision=bf16-mixed"),
+        # One file for every kept checkpoint: the last epoch was tested as the best.
+        (["callbacks.model_checkpoint.save_top_k=3"], "callbacks.model_checkpoint.save_top_k=3: every kept checkpoint "
+                                                      "would be the one file best.ckpt"),
         (["scheduler=plateau", "scheduler.interval=step"], "scheduler.interval='step': ReduceLROnPlateau steps on "
                                                              "a validation metric, once a validation: expected epoch"),
         (["scheduler=plateau", "scheduler.monitor=train/loss"], "scheduler.monitor='train/loss': expected one of"),

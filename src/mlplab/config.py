@@ -423,6 +423,12 @@ def _check_callbacks(c: Mapping[str, Any]) -> None:
         # Checkpoint names must stay inside checkpoints/: no separators, no parent references.
         if filename is not None and ("/" in str(filename) or "\\" in str(filename) or ".." in str(filename)):
             _fail(f"callbacks.{name}.filename", filename, "a file name without '/', '\\' or '..'")
+        top_k = node.get("save_top_k")
+        if top_k not in (None, 0, 1) and "{" not in str(filename or "{"):
+            # One name for every kept checkpoint: each epoch replaced the last, and the last
+            # epoch, not the best, was tested as "best".
+            _fail(f"callbacks.{name}.save_top_k", top_k, f"every kept checkpoint would be the one file {filename}.ckpt; "
+                  f"keep 1, or name them apart, e.g. callbacks.{name}.filename='{filename}-{{epoch}}'")
 
 
 # Strategies whose launcher re-runs `sys.argv` for each rank: inside a Hydra multirun every

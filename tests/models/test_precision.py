@@ -111,6 +111,12 @@ def test_a_true_precision_run_is_reproduced_by_evaluating_its_checkpoint(precisi
         assert full.loss != pytest.approx(summary["metrics"]["test/loss"], abs=1e-6)
 
 
+def test_a_bf16_true_run_gets_its_png_report(make_cfg, tmp_path: Path) -> None:
+    # numpy has no bfloat16: the report was skipped with a warning, and mlplab.inspect raised.
+    train(make_cfg(["data=synthetic", "model.hidden_sizes=[32]", "trainer.precision=bf16-true", *FAST]))
+    assert (tmp_path / "run" / "confusion_matrix.png").is_file() and (tmp_path / "run" / "curves.png").is_file()
+
+
 def _eval(ckpt: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
     return run_python(["src/eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={run_dir}", *overrides], timeout=300)
 
