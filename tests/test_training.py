@@ -237,6 +237,21 @@ def test_an_epoch_without_validation_still_writes_last(make_cfg, tmp_path: Path)
     assert (last["epoch"], last["global_step"]) == (2, 3 * 19)
 
 
+@pytest.mark.parametrize("logger", ["tensorboard", "none"])
+def test_a_resumed_call_without_validation_keeps_the_runs_validation_figures(make_cfg, tmp_path: Path,
+                                                                             logger: str) -> None:
+    # summary.json had val/acc_best null (and train() returned None to a sweeper).
+    common = [*SYNTH, "trainer.check_val_every_n_epoch=2", f"logger={logger}", "report=false"]
+    train(make_cfg([*common, "trainer.max_epochs=2"]))
+    first = _summary(tmp_path / "run")["metrics"]
+    assert train(make_cfg([*common, "trainer.max_epochs=3",
+                           f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"])) == first["val/acc_best"]
+    metrics = _summary(tmp_path / "run")["metrics"]
+    assert metrics["val/acc_best"] == first["val/acc_best"]
+    if logger == "tensorboard":
+        assert (metrics["val/loss"], metrics["val/acc"]) == (first["val/loss"], first["val/acc"])
+
+
 def test_a_plateau_schedule_steps_only_after_a_validation(make_cfg, tmp_path: Path) -> None:
     # With check_val_every_n_epoch=2 it raised at the end of epoch 0, which logs no val/loss.
     train(make_cfg([*SYNTH, "scheduler=plateau", "trainer.check_val_every_n_epoch=2", "trainer.max_epochs=5",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shlex
 import sys
@@ -476,8 +477,13 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
     metrics: dict[str, float | None] = {
         k: _float(trainer.callback_metrics.get(k)) for k in ("val/loss", "val/acc", "val/acc_best")
     }
-    if unsummarised:
+    if unsummarised or (cfg.get("ckpt_path") and datamodule.has_validation):
+        # A resumed call whose epochs had no validation (trainer.check_val_every_n_epoch) logged
+        # none: the run's figures are those its last validation logged.
         metrics.update(_last_logged(run_dir, [k for k, v in metrics.items() if v is None]))
+    best_so_far = float(model.val_acc_best.max_value)  # restored with the checkpoint; -inf before any
+    if metrics["val/acc_best"] is None and datamodule.has_validation and math.isfinite(best_so_far):
+        metrics["val/acc_best"] = best_so_far
     if ckpt is not None and ckpt.best_model_score is not None:
         metrics[f"best/{ckpt.monitor}"] = float(ckpt.best_model_score)
     best_epoch = _best_epoch(best_path)

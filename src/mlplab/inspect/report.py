@@ -88,7 +88,8 @@ def _curves_subtitle(summary: dict[str, Any], stopped: bool) -> str:
     if m.get("val/acc_best") is not None:
         parts.append(f"best val acc {m['val/acc_best']:.2%}")
     if m.get("test/acc") is not None:
-        which = "best" if m.get("val/acc_best") is not None else "final"
+        validated = summary.get("validation", m.get("val/acc_best") is not None)  # absent from early summaries
+        which = "best" if validated else "final"
         parts.append(f"test acc {m['test/acc']:.2%} ({which} checkpoint)")
     return ", ".join(parts)
 
