@@ -47,7 +47,8 @@ def test_synthetic_run_has_confusion_matrix_but_no_images_grid(synthetic_run: Pa
     assert "val/confusion_matrix" in found["images"] and "val/misclassified" not in found["images"]
 
 
-def test_figure_over_budget_is_skipped_then_drawn_once_for_the_last_epoch(monkeypatch) -> None:
+def _draws(monkeypatch, every_n: int, max_overhead: float | None, validated: list[int], epochs: int) -> list[int]:
+    """The epochs a figure is drawn for (titles), validation at `validated` of `epochs` epochs."""
     from types import SimpleNamespace
 
     from mlplab.callbacks import figures
@@ -59,26 +60,32 @@ def test_figure_over_budget_is_skipped_then_drawn_once_for_the_last_epoch(monkey
             drawn.append(self._epoch)
 
     monkeypatch.setattr(figures, "tensorboard", lambda trainer: object())
-    fig = Figure(every_n_epochs=1, max_overhead=0.0)  # any time spent drawing is over budget
-    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0)
+    fig = Figure(every_n_epochs=every_n, max_overhead=max_overhead)
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, global_step=0)
     fig.on_fit_start(trainer, None)
-    for epoch in range(3):
-        trainer.current_epoch = epoch
-        fig.on_validation_epoch_end(trainer, None)
-    assert drawn == [0]  # the first costs nothing so far; epochs 1 and 2 are over budget
-    trainer.current_epoch = 3  # where Lightning's counter stands when training ends
+    fig.on_train_start(trainer, None)
+    for epoch in range(epochs):
+        trainer.current_epoch, trainer.global_step = epoch, 10 * (epoch + 1)
+        if epoch in validated:
+            fig.on_validation_epoch_end(trainer, None)
+    trainer.current_epoch = epochs  # where Lightning's counter stands when training ends
     fig.on_train_end(trainer, None)
     fig.on_train_end(trainer, None)
-    assert drawn == [0, 2]  # the last epoch's figure, once, titled with that epoch
+    return drawn
 
-    drawn.clear()
-    fig = Figure(every_n_epochs=1, max_overhead=None)  # null: every epoch, nothing deferred
-    fig.on_fit_start(trainer, None)
-    for epoch in range(3):
-        trainer.current_epoch = epoch
-        fig.on_validation_epoch_end(trainer, None)
-    fig.on_train_end(trainer, None)
-    assert drawn == [0, 1, 2]
+
+def test_figures_are_drawn_every_n_validations_and_for_the_final_weights(monkeypatch) -> None:
+    # Over budget (any time spent is too much): the first, then the final weights, once.
+    assert _draws(monkeypatch, 1, 0.0, [0, 1, 2], 3) == [0, 2]
+    assert _draws(monkeypatch, 1, None, [0, 1, 2], 3) == [0, 1, 2]  # null: every epoch
+    # The last epoch was not due: drawn at the end all the same, titled with its own epoch.
+    assert _draws(monkeypatch, 2, None, [0, 1, 2, 3], 4) == [0, 2, 3]
+    # trainer.check_val_every_n_epoch=2: validations at epochs 1 and 3; counted by epoch number
+    # (0, 2, …) none came due, and nothing was drawn at all.
+    assert _draws(monkeypatch, 2, None, [1, 3], 4) == [1, 3]
+    # Epoch 4 trained without validation: the final figure is its weights', not epoch 3's.
+    assert _draws(monkeypatch, 1, None, [1, 3], 5) == [1, 3, 4]
+    assert _draws(monkeypatch, 0, None, [0, 1], 2) == []  # 0: never
 
 
 def test_torch_histograms_match_summarywriters_own(tmp_path: Path) -> None:

@@ -62,43 +62,56 @@ def _class_names(trainer: L.Trainer, n: int) -> list[str]:
 class _BudgetedFigure(L.Callback):
     """Drawing a figure costs about half a second of CPU whatever the accelerator, which is
     a few percent of a CPU epoch on MNIST but can double a GPU epoch. So a figure that is due
-    every `every_n_epochs` is skipped while the time spent drawing it would exceed
-    `max_overhead` of the fit time so far (null: never skipped). A figure skipped at its last
-    due epoch is drawn when training ends: the final state is the one most looked at."""
+    `every_n_epochs` validations is skipped while the time spent drawing it would exceed
+    `max_overhead` of the fit time so far (null: never skipped). The final weights are always
+    drawn when training ends, if no validation drew them: that state is the one most looked at.
+    Validations, not epochs, are counted: with trainer.check_val_every_n_epoch=2 they fall on
+    epochs 1, 3, …, and a count by epoch number never came due."""
 
     def __init__(self, every_n_epochs: int = 1, max_overhead: float | None = 0.01) -> None:
         self.every_n_epochs = every_n_epochs
         self.max_overhead = max_overhead
         self._spent = 0.0
         self._fit_start = time.perf_counter()
-        self._pending = False
-        self._epoch = 0
+        self._validations = 0
+        self._drawn_step: int | None = None  # the global step whose weights were last drawn
+        self._epoch = 0  # the title's
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._spent, self._fit_start, self._pending = 0.0, time.perf_counter(), False
+        self._spent, self._fit_start, self._validations, self._drawn_step = 0.0, time.perf_counter(), 0, None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_step = trainer.global_step  # after a resume's restore: a fit that trains nothing draws nothing
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.every_n_epochs <= 0:
+            return
+        self._validations += 1
         writer = tensorboard(trainer)
-        if writer is None or not _due(trainer, self.every_n_epochs):
+        if writer is None or (self._validations - 1) % self.every_n_epochs:
             return
         started = time.perf_counter()
-        self._epoch = trainer.current_epoch  # the title's; at train end Lightning has moved on
-        self._pending = self.max_overhead is not None and self._spent > self.max_overhead * (started - self._fit_start)
-        if self._pending:
+        if self.max_overhead is not None and self._spent > self.max_overhead * (started - self._fit_start):
             return
+        self._epoch = trainer.current_epoch
         try:
             self.draw(trainer, pl_module, writer)
+            self._drawn_step = trainer.global_step
         finally:
             self._spent += time.perf_counter() - started
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
-        if self._pending and writer is not None:
-            self._pending = False
-            try:
-                self.draw(trainer, pl_module, writer)
-            except Exception as err:  # noqa: BLE001 - training is over: a figure must not fail the run
-                log.warning("%s: the final figure was not drawn (%s)", type(self).__name__, err)
+        if (writer is None or self.every_n_epochs <= 0 or self._drawn_step == trainer.global_step
+                or trainer.global_step == getattr(self, "_start_step", None)):
+            return
+        # Lightning has counted the last epoch by now: its number is one less.
+        self._epoch = max(trainer.current_epoch - 1, 0)
+        try:
+            self.draw(trainer, pl_module, writer)
+            self._drawn_step = trainer.global_step
+        except Exception as err:  # noqa: BLE001 - training is over: a figure must not fail the run
+            log.warning("%s: the final figure was not drawn (%s)", type(self).__name__, err)
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, writer: Any) -> None:
         raise NotImplementedError
