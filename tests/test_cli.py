@@ -319,6 +319,17 @@ def test_a_resume_with_nothing_left_to_train_is_refused_and_the_run_kept(tmp_pat
     assert "Restoring states" not in r.stdout + r.stderr  # refused before the Trainer was built
 
 
+def test_a_finished_run_validated_every_other_epoch_is_refused_and_kept(tmp_path: Path) -> None:
+    # Its last.ckpt was saved at the last validation, before the epoch was counted: the resume
+    # was let through, trained nothing, and rewrote the summary (failed), config and last.ckpt.
+    out = tmp_path / "run"
+    assert run([*SYNTH, "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=2", f"hydra.run.dir={out}"]).returncode == 0
+    before = _files(out)
+    assert _one_error(run([f"resume={out}"])).startswith(
+        f"error: resume={out.resolve()}: nothing to train, the run already reached trainer.max_epochs=2")
+    assert _files(out) == before
+
+
 def test_ctrl_c_in_a_resume_drops_the_summary_of_the_call_before(tmp_path: Path) -> None:
     # The old summary named the previous call's figures as the run's, though its best.ckpt
     # may since have been replaced; a sweep's leaderboard showed it as completed.

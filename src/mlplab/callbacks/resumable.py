@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):
@@ -39,6 +40,11 @@ class ModelCheckpoint(_LightningModelCheckpoint):
         # then saves at neither point, and the run's last epochs were saved nowhere.
         if self._should_save_on_train_epoch_end(trainer) or self._validated_epoch != trainer.current_epoch:
             self._save_last_if_missed(trainer)
+        elif self.save_last and not trainer.fast_dev_run and trainer.state.fn == TrainerFn.FITTING:
+            # Saved at this epoch's validation (check_val_every_n_epoch > 1, or val_check_interval),
+            # before the epoch was counted and its schedulers stepped: a finished run's last.ckpt
+            # then looked unfinished, and a refused resume= trained nothing but rewrote the run.
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_last_if_missed(self, trainer: L.Trainer) -> None:
         # Skipped when this step was saved already (top-k and last together), in sanity
