@@ -265,3 +265,36 @@ def test_a_damaged_data_file_under_ddp_is_one_line_and_no_run_folder(tmp_path: P
         f"error: {raw / 't10k-images-idx3-ubyte'}: truncated: 4000 bytes, expected 7840016; "
         f"run `make data DATA={tmp_path / 'data'}` to re-provision it"]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_sigterm_under_ddp_stops_every_rank_and_saves_as_ctrl_c_does(tmp_path: Path, group: bool) -> None:
+    # Sent to the process group, both ranks hung for good: Lightning's handler broadcasts from
+    # inside itself and signals rank 1 again. Sent to rank 0 alone, nothing was saved.
+    import signal
+    import time
+
+    import torch
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "src/train.py", "data=synthetic", "data.n_samples=400000",
+                             "data.val_size=1000", "data.test_size=1000", "model.hidden_sizes=[32]", "trainer=ddp",
+                             "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=20",
+                             "callbacks.progress_bar.refresh_rate=0", "report=false", f"hydra.run.dir={out}"],
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 180
+    while not (out / "train_ddp_process_1.log").exists() or not (out / "tensorboard").is_dir():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    time.sleep(3.0)  # inside epoch 0 on both ranks
+    (os.killpg if group else os.kill)(proc.pid, signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, err[-3000:]
+    assert "Interrupted (SIGTERM) during epoch 0" in err and f"Resume with: python src/train.py resume={out}" in err
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] > 0 and last["epoch"] == 0

@@ -39,9 +39,10 @@ class GracefulInterrupt(L.Callback):
         self._requested = self._at_epoch_end = False
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
-            if trainer.world_size == 1:
-                # Lightning's SIGTERM handler would stop a validation pass with nothing saved.
-                self._previous_term = signal.signal(signal.SIGTERM, self._handle)
+            # Lightning's SIGTERM handler would stop a validation pass with nothing saved; under
+            # DDP it broadcasts from inside the handler and signals the other ranks again, so
+            # ranks that each got the signal ran different collectives and waited forever.
+            self._previous_term = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self._requested:
@@ -52,8 +53,14 @@ class GracefulInterrupt(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not self._requested:
+        requested = self._requested
+        if trainer.world_size > 1:
+            # Every rank stops at the same step, even when the signal reached only some of them
+            # or reached them a step apart: the checkpoint is written together.
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if not requested:
             return
+        self._requested = True
         ckpt = trainer.checkpoint_callback
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and isinstance(ckpt, ModelCheckpoint) and ckpt.save_last:
             # The epoch's last call: saved here, Lightning restores the epoch as ended, and its
