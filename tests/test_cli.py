@@ -319,6 +319,22 @@ def test_a_resume_with_nothing_left_to_train_is_refused_and_the_run_kept(tmp_pat
     assert "Restoring states" not in r.stdout + r.stderr  # refused before the Trainer was built
 
 
+def test_a_run_early_stopping_ended_is_refused_unless_given_more_patience(tmp_path: Path) -> None:
+    # Its patience used up, the resume trained one more epoch and stopped again, rewriting the run.
+    out = tmp_path / "run"
+    args = [*SYNTH, "data.kind=random_labels", "optimizer.lr=0.01", "trainer.max_epochs=30",
+            "callbacks.early_stopping.patience=1", f"hydra.run.dir={out}"]
+    assert run(args).returncode == 0 and summary(out)["stopped_early"]
+    before, epochs = _files(out), summary(out)["epochs"]
+    assert _one_error(run([f"resume={out}"])) == (
+        f"error: resume={out.resolve()}: nothing to train, early stopping ended the run (val/loss had not improved "
+        "for 1 validation); give a larger callbacks.early_stopping.patience to continue it")
+    assert _files(out) == before
+    r = run([f"resume={out}", "callbacks.early_stopping.patience=3"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert summary(out)["epochs"] > epochs
+
+
 def test_a_finished_run_validated_every_other_epoch_is_refused_and_kept(tmp_path: Path) -> None:
     # Its last.ckpt was saved at the last validation, before the epoch was counted: the resume
     # was let through, trained nothing, and rewrote the summary (failed), config and last.ckpt.

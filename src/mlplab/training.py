@@ -259,6 +259,20 @@ def _refuse_finished(cfg: DictConfig, ckpt: dict[str, Any]) -> None:
     raise ResumeRefused(_nothing_to_train(cfg.ckpt_path, limit))
 
 
+def _refuse_stopped_early(cfg: DictConfig, ckpt: dict[str, Any]) -> None:
+    """A resume of a run early stopping ended, with no more patience: it trained one more epoch
+    and stopped again, rewriting the run. After the checks that name a changed setting."""
+    stopping = (cfg.get("callbacks") or {}).get("early_stopping")
+    state = next((v for k, v in (ckpt.get("callbacks") or {}).items() if k.startswith("EarlyStopping")), None)
+    if stopping and isinstance(state, dict) and state.get("stopped_epoch", 0) > 0 \
+            and int(state.get("wait_count", 0)) >= int(stopping.get("patience", 0)):
+        wait = int(state["wait_count"])
+        raise ResumeRefused(
+            f"ckpt_path={cfg.ckpt_path}: nothing to train, early stopping ended the run ({stopping.get('monitor')} "
+            f"had not improved for {wait} validation{'s' if wait != 1 else ''}); give a larger "
+            "callbacks.early_stopping.patience to continue it")
+
+
 def _check_same_monitors(path: str, ckpt: dict[str, Any], trainer: L.Trainer) -> None:
     """Early stopping and the best checkpoint go on judging by the metric they were trained
     with: Lightning keys their saved state by monitor and mode, so with another one it started
@@ -440,6 +454,8 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
     resumed_at = _check_resumable(cfg.ckpt_path, resumed, model) if cfg.get("ckpt_path") else None
     if cfg.get("ckpt_path"):
         _check_same_monitors(cfg.ckpt_path, resumed, trainer)
+        if not _unsummarised(cfg, run_dir):
+            _refuse_stopped_early(cfg, resumed)
     del resumed  # Lightning reads the file again; the optimizer state need not stay in memory
     if trainer.world_size > 1 and trainer.global_rank == 0 and hasattr(datamodule, "prepare_data"):
         # Before fit launches the other ranks: a damaged file is then one line and no run
