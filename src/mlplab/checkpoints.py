@@ -78,6 +78,19 @@ class LoadedCheckpoint:
         return int(self.hparams["n_classes"])
 
 
+def _has_zip_end(path: Path) -> bool:
+    """Whether the file ends as a zip archive does (its end-of-central-directory record lies in
+    the last 64 KiB + 22 bytes): a truncated checkpoint lost it."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65557))
+            return b"PK\x05\x06" in f.read()
+    except OSError:
+        return True  # unreadable is reported as such elsewhere
+
+
 def _first_line(text: str, limit: int = 160) -> str:
     line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -164,7 +177,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - torch reports bad archives with many types
         if not head.startswith(ZIP_MAGIC):
             raise _not_torch(p, head) from None
-        if "central directory" in str(e):
+        if "central directory" in str(e) or not _has_zip_end(p):
+            # torch 2.14 reports most truncations as "OSError: [Errno 22] Invalid argument".
             raise CheckpointError(
                 f"{p}: truncated or corrupted (the zip archive has no central directory; "
                 "was the copy or the save interrupted?)"
