@@ -166,6 +166,7 @@ def test_a_last_training_batch_of_one_sample_joins_the_one_before() -> None:
     # Evaluation keeps its batches as they are; so does a one-batch epoch.
     assert [len(yb) for _, yb in TensorBatches(x, y, 10, lambda t, g: t)] == [10, 10, 1]
     assert [len(yb) for _, yb in TensorBatches(x[:1], y[:1], 10, lambda t, g: t, shuffle=True)] == [1]
+    assert [len(yb) for _, yb in TensorBatches(x, y, 1, lambda t, g: t, shuffle=True)] == [1] * 21  # by choice
 
 
 def test_random_shift_moves_content_within_bounds() -> None:

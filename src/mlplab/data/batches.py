@@ -103,11 +103,12 @@ class TensorBatches:
     def _bounds(self) -> list[tuple[int, int]]:
         """(start, stop) of each batch. A last training batch of one sample joins the batch
         before it: batch norm cannot train on one sample (MNIST's 55,000 at batch 7 left one),
-        and a step on one sample is the noisiest of the epoch."""
+        and a step on one sample is the noisiest of the epoch. Not at batch size 1, where every
+        step is one sample by choice."""
         n, size = self._length(), self.batch_size
         stop = n - n % size if self.drop_last else n
         bounds = [(start, min(start + size, stop)) for start in range(0, stop, size)]
-        if self.shuffle and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        if self.shuffle and size > 1 and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
             bounds[-2:] = [(bounds[-2][0], bounds[-1][1])]
         return bounds
 
