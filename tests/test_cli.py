@@ -453,8 +453,19 @@ def test_a_run_being_trained_cannot_be_resumed_by_another_process(tmp_path: Path
             f"error: resume={out}: is being trained by another process (pid {os.getpid()}); wait for it to end, "
             f"or continue from its last checkpoint in a new folder: ckpt_path={out / 'checkpoints' / 'last.ckpt'}")
         assert _files(out) == before
+        # In place with ckpt_path=: Hydra rewrote the run's config before the lock was tried.
+        last = out / "checkpoints" / "last.ckpt"
+        assert _one_error(run([*SYNTH, "trainer.max_epochs=2", f"ckpt_path={last}", f"hydra.run.dir={out}"])) == (
+            f"error: ckpt_path={last}: is being trained by another process (pid {os.getpid()}); wait for it to "
+            f"end, or continue from its last checkpoint in a new folder: ckpt_path={last}")
+        assert _files(out) == before
     finally:
         runlock.release(out)
+    # A run from before run.lock existed: a refused resume leaves none behind.
+    (out / ".hydra" / "run.lock").unlink()
+    before = _files(out)
+    for args in ([f"resume={out}"], [f"resume={out}", "optimizer.lrr=1"], [f"resume={out}", "optimizer=sgd"]):
+        assert run(args).returncode == 1 and _files(out) == before, args
     assert run([f"resume={out}", "trainer.max_epochs=2"]).returncode == 0  # a lock goes with its process
 
 

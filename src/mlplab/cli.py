@@ -279,7 +279,7 @@ class _Resume:
     def restore(self) -> None:
         for name, data in self.before.items():
             path = self.run_dir / name
-            if data is None:
+            if data is None or (data == b"" and path.resolve() in _created_lock):
                 path.unlink(missing_ok=True)
             else:
                 path.write_bytes(data)
@@ -370,17 +370,35 @@ def resume_argv(argv: list[str]) -> list[str]:
         if "=" in arg and "." not in group and OmegaConf.is_dict(config.get(group)):
             _exit(f"resume={run_dir}: {arg} would switch the config group {group!r}, which a resumed run "
                   f"cannot; set its keys instead (e.g. {group}.<name>=...), or start a new run")
-    from mlplab import runlock
-    from mlplab.config import ResumeRefused
-
-    try:  # before _Resume.of: what it records must not be another process's half-written files
-        runlock.hold(run_dir, record=False)
-    except ResumeRefused as err:
-        _exit(f"resume={err}")
+    _hold_before_snapshot(run_dir, "resume=")
     # hydra.* overrides configure this process, not the run.
     _resuming = _Resume.of(run_dir, [a for a in rest if not a.startswith("-") and not override_key(a).startswith("hydra.")])
     return [argv[0], "--config-path", str(saved.parent), "--config-name", "config",
             f"hydra.run.dir={run_dir}", f"ckpt_path={last}", *rest]
+
+
+def _hold_before_snapshot(run_dir: Path, typed: str) -> None:
+    """The run's lock, before `_Resume.of` records its files: another process training it would
+    be writing them, and a refusal here must change nothing (a run.lock it created included)."""
+    from mlplab import runlock
+    from mlplab.config import ResumeRefused
+
+    lock = run_dir / ".hydra" / "run.lock"
+    existed = lock.exists()
+    try:
+        runlock.hold(run_dir, record=False)
+    except ResumeRefused as err:
+        _exit(f"resume={err}" if typed == "resume=" else f"{typed}: {str(err).split(': ', 1)[1]}")
+    if not existed:
+        _created_lock.add(lock.resolve())
+
+
+_created_lock: set[Path] = set()  # run.lock files this process made: a refusal removes them
+
+
+def _drop_created_locks() -> None:
+    for lock in _created_lock:  # a refused run changes nothing
+        lock.unlink(missing_ok=True)
 
 
 def _saved_config(run_dir: Path, saved: Path) -> Any:
@@ -420,6 +438,7 @@ class RunDirGuard(Callback):
             # In place, as resume= does (which has already taken its snapshot): Hydra is about
             # to overwrite the run's config files, which a refusal must put back.
             if _resuming is None and (run_dir / "checkpoints" / "last.ckpt").is_file():
+                _hold_before_snapshot(run_dir, "ckpt_path=" + str(ckpt))
                 _resuming = _Resume.of(run_dir, None)
             return
         if _named(config, "hydra.run.dir"):
@@ -497,6 +516,7 @@ def _set(config: DictConfig, mode: str, path: Path) -> None:
 
 
 def _exit(message: str) -> NoReturn:
+    _drop_created_locks()
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(1)
 
@@ -755,6 +775,7 @@ def run_entry_point(main: Callable[[], object], conf_dir: Path, config_name: str
         for message in messages:
             print(f"error: {sweep}{message}", file=sys.stderr, flush=True)
         if messages:
+            _drop_created_locks()
             sys.exit(1)
     try:
         with SigtermAsInterrupt():
