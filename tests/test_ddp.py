@@ -298,3 +298,40 @@ def test_sigterm_under_ddp_stops_every_rank_and_saves_as_ctrl_c_does(tmp_path: P
     assert "Interrupted (SIGTERM) during epoch 0" in err and f"Resume with: python src/train.py resume={out}" in err
     last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] > 0 and last["epoch"] == 0
+
+
+class SigtermInTest:
+    """`+callbacks.sigterm._target_=test_ddp.SigtermInTest`: rank 0 signals the process group in
+    the test's first batch (a Lightning callback, built lazily so importing this module stays cheap)."""
+
+    def __new__(cls):  # noqa: ANN204
+        import signal
+
+        import lightning as L
+
+        class _Cb(L.Callback):
+            def on_test_batch_end(self, trainer, *args) -> None:  # noqa: ANN001, ANN002
+                if trainer.global_rank == 0 and not getattr(self, "sent", False):
+                    self.sent = True
+                    os.killpg(os.getpgid(0), signal.SIGTERM)
+
+        return _Cb()
+
+
+def test_sigterm_in_the_test_under_ddp_finishes_the_summary_then_exits_1(tmp_path: Path) -> None:
+    # Lightning's handler, still in charge during the test, left both ranks waiting for good.
+    out = tmp_path / "run"
+    env = {**_env(), "PYTHONPATH": str(ROOT / "tests")}
+    proc = subprocess.Popen([sys.executable, "src/train.py", "data=synthetic", "model.hidden_sizes=[16]", "trainer=ddp",
+                             "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1", "report=false",
+                             "callbacks.progress_bar.refresh_rate=0", "+callbacks.sigterm._target_=test_ddp.SigtermInTest",
+                             f"hydra.run.dir={out}"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    assert proc.returncode == 1, err[-3000:]
+    assert "Stopped by SIGTERM after training had finished; the test and summary.json were completed first" in err
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"

@@ -405,6 +405,10 @@ def train(cfg: DictConfig) -> float | None:
             result = _train(cfg, finishing)
     finally:
         runlock.release(run_dir)
+    from mlplab.cli import SigtermAsInterrupt
+
+    if SigtermAsInterrupt.received and not finishing.requested:  # under DDP, in the test: noted, not acted on
+        finishing.requested, finishing.signal = True, "SIGTERM"
     if finishing.requested:  # a sweep stops here, as asked, with this job complete
         print(f"Stopped by {finishing.signal} after training had finished; the test and summary.json were completed "
               "first", file=sys.stderr, flush=True)
