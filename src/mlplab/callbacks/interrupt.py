@@ -88,6 +88,8 @@ class GracefulInterrupt(L.Callback):
             requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
         if not requested:
             return
+        if not self._requested:  # a DDP rank that got no signal itself: its name is not known here
+            self._signal = "a signal to another rank"
         self._requested = True
         ckpt = trainer.checkpoint_callback
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and isinstance(ckpt, ModelCheckpoint) and ckpt.save_last:
