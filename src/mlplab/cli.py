@@ -26,6 +26,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from mlplab.runlock import other_rank
 from mlplab.sweeps.jobs import find_job_dirs
 from mlplab.sweeps.jobs import key as override_key
 
@@ -102,7 +103,7 @@ def guarded(fn: Callable[[DictConfig], T] | str, cfg: DictConfig) -> T | float:
     except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C: Lightning turns one in fit into SystemExit(1)
         # Lightning's SIGTERMException (DDP) is a SystemExit without a code: it exited 0.
         sigterm = SigtermAsInterrupt.received or type(err).__name__ == "SIGTERMException"
-        if _other_rank() or (isinstance(err, SystemExit) and err.code in (0, None) and not sigterm):
+        if other_rank() or (isinstance(err, SystemExit) and err.code in (0, None) and not sigterm):
             raise
         if multirun:  # no leaderboard is written: the sweep ends here
             if not sigterm:  # a cluster's kill stops a job, not the sweep
@@ -118,7 +119,7 @@ def guarded(fn: Callable[[DictConfig], T] | str, cfg: DictConfig) -> T | float:
             sys.exit(1)
         raise  # Lightning's exit 1 after its own message (a checkpoint saved, how to resume)
     except Exception as err:
-        if _other_rank():
+        if other_rank():
             # Rank 0 reports and records it. Here no file is touched (it would race rank 0
             # putting a refused resume's run back) and nothing printed (the line would repeat).
             if multirun:
@@ -148,11 +149,6 @@ def guarded(fn: Callable[[DictConfig], T] | str, cfg: DictConfig) -> T | float:
         # Also after Ctrl-C (Lightning exits through SystemExit) and failures mid-training.
         if _resuming is not None:
             _resuming.finish()
-
-
-def _other_rank() -> bool:
-    """A DDP rank other than 0 (Lightning's launcher, torchrun or SLURM set these)."""
-    return any(os.environ.get(v, "0") != "0" for v in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
 def _append_to_log(message: str) -> None:
@@ -430,7 +426,7 @@ class RunDirGuard(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _resuming, _new_run_dir
-        if _other_rank():
+        if other_rank():
             return  # started into rank 0's directory
         run_dir = Path(str(config.hydra.run.dir)).resolve()
         ckpt = config.get("ckpt_path")

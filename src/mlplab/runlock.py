@@ -17,9 +17,10 @@ from mlplab.config import ResumeRefused
 _held: dict[Path, int] = {}  # run dir → the open descriptor holding its lock
 
 
-def _is_launching_rank() -> bool:
-    # Ranks Lightning starts for DDP train the same run: only the first one locks it.
-    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+def other_rank() -> bool:
+    """A DDP rank other than 0 (Lightning's launcher, torchrun or SLURM set these): it trains
+    the same run as rank 0, which alone locks it."""
+    return any(os.environ.get(v, "0") != "0" for v in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
 def hold(run_dir: Path, record: bool = True) -> None:
@@ -27,7 +28,7 @@ def hold(run_dir: Path, record: bool = True) -> None:
     `record=False` writes no pid yet: a resume refused before it trains leaves the run's files
     as they were."""
     run_dir = run_dir.resolve()
-    if not _is_launching_rank():
+    if other_rank():
         return
     if run_dir in _held:
         if record:
