@@ -298,6 +298,7 @@ def test_same_seed_is_identical_and_other_seed_differs(make_cfg, tmp_path: Path)
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         train(make_cfg([*args, f"seed={seed}"], run_dir=tmp_path / name))
         runs[name] = _summary(tmp_path / name)["metrics"]
+    assert _hparams_session_status(tmp_path / "a") == "STATUS_SUCCESS"
     assert runs["a"] == runs["b"]
     assert runs["a"]["val/loss"] != runs["c"]["val/loss"]
 
@@ -314,6 +315,19 @@ def test_non_finite_loss_stops_at_once_and_keeps_best_checkpoint(make_cfg, tmp_p
     assert "lower optimizer.lr" in s["error"]
     assert s["best_epoch"] == 0 and Path(s["best_checkpoint"]).is_file()
     assert s["metrics"]["test/acc"] > 0.5  # the kept checkpoint was tested
+    assert _hparams_session_status(tmp_path / "run") == "STATUS_FAILURE"
+
+
+def _hparams_session_status(run: Path) -> str:
+    """How the run's HParams session ended, as TensorBoard's tab reads it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+    from tensorboard.plugins.hparams.api_pb2 import Status
+
+    events = EventAccumulator(str(next((run / "tensorboard").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_END_INFO_TAG]
+    return Status.Name(metadata.parse_session_end_info_plugin_data(content).status)
 
 
 def test_a_run_that_diverges_in_its_first_epoch_names_no_checkpoint(make_cfg, tmp_path: Path) -> None:

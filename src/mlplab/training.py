@@ -537,7 +537,7 @@ def _train(cfg: DictConfig, finishing: FinishFirst) -> float | None:
         "run_dir": str(run_dir),
     }
     if trainer.is_global_zero:
-        _log_hparams(trainer, cfg, metrics)
+        _log_hparams(trainer, cfg, metrics, failed=status != "completed")
         _write_json(run_dir / "summary.json", summary)
         if cfg.get("report", True) and not trainer.fast_dev_run:  # fast_dev_run logs nothing to draw from
             _write_report(run_dir)
@@ -569,8 +569,9 @@ def _best_epoch(path: str | None) -> int | None:
         return None
 
 
-def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float | None]) -> None:
-    """Hyperparameters with real results, for TensorBoard's HParams tab (not `hp_metric=-1`)."""
+def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float | None], failed: bool) -> None:
+    """Hyperparameters with real results, for TensorBoard's HParams tab (not `hp_metric=-1`).
+    A diverged run's session ends as a failure, so the tab's status filter can leave it out."""
     from lightning.pytorch.loggers import TensorBoardLogger
     from torch.utils.tensorboard.summary import hparams
 
@@ -598,9 +599,22 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float |
         logger.log_metrics(results, step=0)
         _, start, end = hparams(params, results)
         writer = logger.experiment._get_file_writer()
+        if failed:
+            _mark_failed(end)
         writer.add_summary(start)
         writer.add_summary(end)
         logger.finalize("success")
+
+
+def _mark_failed(end: Any) -> None:
+    """torch's `hparams` always ends a session with STATUS_SUCCESS."""
+    from tensorboard.plugins.hparams.api_pb2 import Status
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    plugin = end.value[0].metadata.plugin_data
+    data = HParamsPluginData.FromString(plugin.content)
+    data.session_end_info.status = Status.Value("STATUS_FAILURE")
+    plugin.content = data.SerializeToString()
 
 
 def _write_report(run_dir: Path) -> None:
