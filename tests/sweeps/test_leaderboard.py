@@ -273,3 +273,23 @@ def test_cli_refuses_a_folder_above_sweeps_and_counts_jobs_not_started(tmp_path:
             "_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "n_trials": 5}}}))
     proc = run(["-m", "mlplab.sweeps", str(study)], timeout=120)
     assert proc.returncode == 0 and "2 jobs: 2 completed; 3 more planned, not started" in proc.stdout, explain(proc)
+
+
+def test_cli_ranks_an_optuna_study_after_one_trial_was_resumed(tmp_path: Path) -> None:
+    # resume=TRIAL rewrites the trial's hydra.yaml as a single run of its own .hydra/config.yaml
+    # (RUN mode, Hydra's basic sweeper): the study was refused as "1 single run", and the trials
+    # not started yet went uncounted.
+    optuna = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "n_trials": 5}
+    for n in range(2):
+        job = make_job(tmp_path, n, [f"optimizer.lr=0.{n + 1}"], metrics={"val/acc_best": 0.8 + n / 100})
+        hydra: dict[str, Any] = {"mode": "MULTIRUN", "sweeper": optuna}
+        if n == 0:
+            hydra = {"mode": "RUN", "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                                                "params": None},
+                     "overrides": {"task": [f"ckpt_path={job}/checkpoints/last.ckpt", "trainer.max_epochs=2"]},
+                     "runtime": {"config_sources": [{"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
+                                                    {"path": str(job / ".hydra"), "schema": "file", "provider": "main"}]}}
+        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    proc = run(["-m", "mlplab.sweeps", str(tmp_path), "--no-plot"], timeout=120)
+    assert proc.returncode == 0, explain(proc)
+    assert "2 jobs: 2 completed; 3 more planned, not started" in proc.stdout, explain(proc)

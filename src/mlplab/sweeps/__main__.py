@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from mlplab.sweeps.jobs import find_job_dirs
+from mlplab.sweeps.jobs import find_job_dirs, resumed_in_place
 from mlplab.sweeps.leaderboard import NoJobsError, report
 
 
@@ -46,7 +46,10 @@ def _not_one_sweep(path: Path) -> str | None:
 def _mode(job: Path) -> str | None:
     """RUN or MULTIRUN, as Hydra recorded the job (None: not known)."""
     try:
-        return str(yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]["mode"])
+        hydra = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        if resumed_in_place(job, hydra):
+            return None  # resume= rewrote hydra.yaml in RUN mode, a sweep's job or not
+        return str(hydra["mode"])
     except Exception:  # noqa: BLE001 - a job without it is judged by where it lies
         return None
 

@@ -14,7 +14,7 @@ import math
 import os
 import re
 import reprlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,19 @@ def find_job_dirs(sweep_dir: Path) -> list[Path]:
             continue
         dirs[:] = [d for d in dirs if not d.startswith(".")]
     return sorted(found, key=_natural)
+
+
+def resumed_in_place(job_dir: Path, hydra: Any) -> bool:
+    """Whether `hydra` (a job's .hydra/hydra.yaml, its `hydra` node) is that of a `resume=`:
+    composed from the job's own .hydra/config.yaml, in RUN mode and with Hydra's default
+    sweeper and launcher, whatever started the job. It no longer says if the job was a sweep's."""
+    try:
+        sources = hydra["runtime"]["config_sources"]
+        own = (job_dir / ".hydra").resolve()
+        return any(isinstance(s, Mapping) and s.get("provider") == "main" and Path(str(s.get("path"))).resolve() == own
+                   for s in sources)
+    except (KeyError, TypeError, OSError):
+        return False
 
 
 def _read_yaml(path: Path) -> Any:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlplab.sweeps.jobs import STATUSES, Job, key, read_jobs
+from mlplab.sweeps.jobs import STATUSES, Job, key, read_jobs, resumed_in_place
 
 TEST_METRIC = "test/acc"
 COMMAND_PREFIX = "python src/train.py"
@@ -245,11 +245,14 @@ def _planned(sweep_dir: Path) -> int | None:
 
     from mlplab.sweeps.preflight import planned_count
 
-    # The basic sweeper writes multirun.yaml; Optuna's settings are in every trial's hydra.yaml.
+    # The basic sweeper writes multirun.yaml; Optuna's settings are in every trial's hydra.yaml,
+    # except a trial's that resume= has since rewritten (Hydra's defaults: one job, basic sweeper).
     trials = sorted(sweep_dir.glob("*/.hydra/hydra.yaml"))
-    for path in [sweep_dir / "multirun.yaml", *trials[:1]]:
+    for path in [sweep_dir / "multirun.yaml", *trials]:
         try:
             config = OmegaConf.load(path)
+            if path.name == "hydra.yaml" and resumed_in_place(path.parents[1], config.hydra):  # type: ignore[union-attr]
+                continue
             return planned_count(config) if "hydra" in config else None  # type: ignore[operator]
         except Exception:  # noqa: BLE001 - absent or damaged: the count is only a help
             continue
