@@ -4,6 +4,7 @@ data is provisioned once, and the Optuna guard keeps a study going past a failed
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -202,3 +203,16 @@ def test_the_planned_number_of_jobs_is_known_for_grids_and_optuna(sweep_cfg: Com
         cfg.hydra.sweeper.params["seed"] = "1,2"
     assert preflight.planned_count(cfg) == 18
     assert preflight.planned_count(sweep_cfg(["sweep=optuna_mlp", "hydra.sweeper.n_trials=7"])) == 7
+
+
+def test_a_sweep_of_no_value_is_refused_and_a_sweep_that_ran_no_job_fails(sweep_cfg: Compose, tmp_path: Path) -> None:
+    # `seed=range(5,1)` launched 0 jobs and exited 0, with a sweep directory holding multirun.yaml.
+    for empty in ("range(5,1)", "range(0,0)"):
+        cfg = sweep_cfg(["data=synthetic"], params={"seed": empty, "model.dropout": "0.0,0.2"})
+        with pytest.raises(preflight.PreflightError, match=rf"^seed={re.escape(empty)}: sweeps no value, so no job"):
+            preflight.check(cfg, loader(), provision_data=False)
+    # With preflight off the report found no job directory, said so, and the multirun exited 0.
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        SweepCallback(plot=False).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "empty")}}}))
+    assert stop.value.code == 1

@@ -83,8 +83,9 @@ class SweepCallback(Callback):
         try:
             board = build(sweep_dir)
         except NoJobsError as err:
-            print(f"sweep report: {err}", flush=True)
-            return
+            # No job ran (an empty grid with preflight off): nothing completed, so not a success.
+            print(f"error: sweep report: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         written = write(board, plot=self.plot)
         print("\n" + render_text(board), flush=True)
         print("wrote " + ", ".join(p.name for p in written) + f" in {sweep_dir}", flush=True)

@@ -164,6 +164,10 @@ def _check_plugins(hydra: DictConfig) -> None:
 def _check_search_space(overrides: Sequence[Override]) -> None:
     for o in overrides:
         value = o.value() if o.is_sweep_override() else None
+        if o.is_discrete_sweep() and not any(True for _ in o.sweep_string_iterator()):
+            # `seed=range(5,1)`: the grid is empty, so the sweep ran no job and exited 0.
+            raise PreflightError(f"{o.input_line or o.get_key_element()}: sweeps no value, so no job would run; "
+                                 "give at least one (range's end is exclusive)")
         if isinstance(value, IntervalSweep) and value.start > value.end:
             raise PreflightError(f"{o.input_line or o.get_key_element()}: the interval starts above its end "
                                  f"({value.start} > {value.end}); give it low first")
