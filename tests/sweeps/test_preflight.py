@@ -216,3 +216,16 @@ def test_a_sweep_of_no_value_is_refused_and_a_sweep_that_ran_no_job_fails(sweep_
     with pytest.raises(SystemExit) as stop:
         SweepCallback(plot=False).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "empty")}}}))
     assert stop.value.code == 1
+
+
+def test_preflight_false_leaves_the_jobs_unvalidated_while_data_is_still_provisioned(
+        sweep_cfg: Compose, monkeypatch) -> None:
+    # conf/hydra/default.yaml: `preflight: true  # compose + validate every job's config first`.
+    # Set to false it changed nothing while provision stayed on: the sweep was still refused.
+    prepared: list[str] = []
+    monkeypatch.setattr(mlplab.data.sources, "prepare", lambda name, root: prepared.append(name))
+    cfg = sweep_cfg(["data=mnist"], params={"model.dropout": "0.0,1.5"})
+    SweepCallback(preflight=False, provision=True).on_multirun_start(cfg)
+    assert prepared == ["mnist"]
+    with pytest.raises(SystemExit):
+        SweepCallback(preflight=True, provision=False).on_multirun_start(cfg)

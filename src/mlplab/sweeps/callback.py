@@ -52,7 +52,9 @@ class SweepCallback(Callback):
             log.warning("preflight skipped: no Hydra config loader (not started by hydra.main)")
             return
         try:
-            check(config, GlobalHydra.instance().config_loader(), provision_data=self.provision)
+            # preflight=false with provision on: the jobs are composed for their data, not validated.
+            check(config, GlobalHydra.instance().config_loader(), provision_data=self.provision,
+                  validate_jobs=self.preflight)
         except PreflightError as err:
             print(f"error: sweep not started: {err}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None

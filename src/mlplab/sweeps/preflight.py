@@ -106,12 +106,16 @@ def planned_jobs(config: DictConfig, overrides: Sequence[Override]) -> tuple[lis
     return jobs, False
 
 
-def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[tuple[str, str]]:
-    """Compose and validate one job; the datasets (name, root) it will read."""
+def _check_job(config: DictConfig, loader: object, overrides: list[str],
+               validate_job: bool = True) -> set[tuple[str, str]]:
+    """Compose and validate one job (`validate_job` false: compose only); the datasets (name,
+    root) it will read."""
     where = f"(job: {' '.join(overrides) or 'no overrides'})"
     try:
         cfg = loader.load_sweep_config(master_config=config, sweep_overrides=overrides)  # type: ignore[attr-defined]
     except Exception as err:  # noqa: BLE001 - Hydra raises several types; all mean "will not compose"
+        if not validate_job:
+            return set()  # left to the launcher, as preflight=false asks
         raise PreflightError(f"{one_line(err)} {where}") from None
     # Imported only now: they pull in torch, seconds that a sweep refused at composition
     # need not wait for.
@@ -128,7 +132,7 @@ def _check_job(config: DictConfig, loader: object, overrides: list[str]) -> set[
     saved = hc.cfg
     try:
         hc.set_config(cfg)
-        if "model" in cfg and "trainer" in cfg:  # train's config; another entry point only composes
+        if validate_job and "model" in cfg and "trainer" in cfg:  # train's config; another entry point only composes
             # As train() will; a SLURM job's device is on its node, not here.
             relaunches = launcher_relaunches(cfg.hydra.launcher.get("_target_"))
             validate(cfg, multirun=relaunches, here=relaunches)
@@ -197,23 +201,27 @@ def _check_shadowed(overrides: Sequence[Override], groups: set[str], optuna: boo
                     f"replace in every job; fix {searched} itself ({searched}=...), or leave {key} to the sweep")
 
 
-def check(config: DictConfig, loader: object, provision_data: bool = True) -> int:
+def check(config: DictConfig, loader: object, provision_data: bool = True, validate_jobs: bool = True) -> int:
     """Raise PreflightError for the first job that would fail on its config or its data;
-    return how many job configs were checked."""
+    return how many job configs were checked. `validate_jobs` false (the callback's
+    preflight=false): the jobs are only composed, to find the data to provision."""
     started = time.perf_counter()
     args = sweep_arguments(config)
     try:
         overrides = OverridesParser.create(config_loader=loader).parse_overrides(args)  # type: ignore[arg-type]
     except Exception as err:  # noqa: BLE001
+        if not validate_jobs:
+            return 0  # the sweeper will say it
         raise PreflightError(f"sweep parameters: {one_line(err)}") from None
-    _check_plugins(config.hydra)
-    _check_search_space(overrides)
-    _check_shadowed(overrides, set(config.hydra.runtime.get("choices") or {}),
-                    "optuna" in str(config.hydra.sweeper.get("_target_", "")))
+    if validate_jobs:
+        _check_plugins(config.hydra)
+        _check_search_space(overrides)
+        _check_shadowed(overrides, set(config.hydra.runtime.get("choices") or {}),
+                        "optuna" in str(config.hydra.sweeper.get("_target_", "")))
     jobs, complete = planned_jobs(config, overrides)
     datasets: set[tuple[str, str]] = set()
     for job in jobs:
-        datasets |= _check_job(config, loader, job)
+        datasets |= _check_job(config, loader, job, validate_jobs)
     if provision_data:
         from mlplab.data.sources import DataError, prepare
 
@@ -223,9 +231,9 @@ def check(config: DictConfig, loader: object, provision_data: bool = True) -> in
             except DataError as err:
                 raise PreflightError(str(err)) from None
     log.info(
-        "preflight: %d %s composed and validated in %.1f s%s",
+        "preflight: %d %s composed%s in %.1f s%s",
         len(jobs), "job configs" if complete else "representative job configs (each value once)",
-        time.perf_counter() - started,
+        " and validated" if validate_jobs else " (not validated: preflight=false)", time.perf_counter() - started,
         f"; data ready: {', '.join(n for n, _ in sorted(datasets))}" if datasets else "",
     )
     return len(jobs)
