@@ -293,3 +293,16 @@ def test_cli_ranks_an_optuna_study_after_one_trial_was_resumed(tmp_path: Path) -
     proc = run(["-m", "mlplab.sweeps", str(tmp_path), "--no-plot"], timeout=120)
     assert proc.returncode == 0, explain(proc)
     assert "2 jobs: 2 completed; 3 more planned, not started" in proc.stdout, explain(proc)
+
+
+def test_a_setting_with_a_diverged_seed_is_not_ranked_above_one_whose_seeds_all_completed(tmp_path: Path) -> None:
+    # lr=1.0 diverged on seed 3; on its two surviving seeds it averaged more, and was `best`.
+    runs = (("0.01", 1, "completed", 0.90), ("0.01", 2, "completed", 0.90), ("0.01", 3, "completed", 0.90),
+            ("1.0", 1, "completed", 0.95), ("1.0", 2, "completed", 0.95), ("1.0", 3, "diverged", None))
+    for n, (lr, seed, status, acc) in enumerate(runs):
+        make_job(tmp_path, n, [f"optimizer.lr={lr}", f"seed={seed}"], status=status,
+                 metrics={"val/acc_best": acc} if acc else None)
+    board = lb.build(tmp_path)
+    assert [(r.setting, r.rank) for r in board.rows] == [(("optimizer.lr=0.01",), 1), (("optimizer.lr=1.0",), 2)]
+    assert board.rows[1].status == "2 completed, 1 diverged"
+    assert lb.best_lines(board)[0] == "best: optimizer.lr=0.01: val/acc_best 0.9000 ± 0.0000 (n=3); its best seed, 1, below"

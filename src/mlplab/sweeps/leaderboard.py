@@ -6,7 +6,8 @@ deviation (ddof=1, `statistics.stdev`): the seeds are a sample of the run-to-run
 n is small. Overrides shared by every job are listed once above the table, not in every row.
 
 Rows that have a value for the optimised metric come first, best first (higher first unless the
-metric is a loss); rows with none (diverged, then failed, then missing) come last.
+metric is a loss), those with a failed or diverged seed after those without; rows with none
+(diverged, then failed, then missing) come last.
 """
 
 from __future__ import annotations
@@ -199,15 +200,19 @@ def group(jobs: Sequence[Job], metric: str) -> tuple[list[Row], tuple[str, ...]]
 
 
 def rank(rows: list[Row], order: dict[Path, int], metric: str) -> list[Row]:
-    """Best first; ties go to the setting with more runs, then to the earlier job."""
+    """Best first; ties go to the setting with more runs, then to the earlier job. A setting
+    one of whose seeds failed or diverged ranks below every setting without such a seed,
+    whatever the mean of its other seeds (scikit-learn's GridSearchCV ranks it last): a
+    learning rate that diverges once in three is not the one to pick."""
     sign = -1 if maximize(metric) else 1
 
-    def sort_key(row: Row) -> tuple[int, float, int, int]:
+    def sort_key(row: Row) -> tuple[int, int, float, int, int]:
         first = min(order[j.dir] for j in row.jobs)
         score = row.score
         if score.n:
-            return (0, sign * (score.mean or 0.0), -score.n, first)
-        return (1, float(row.worst_status), 0, first)
+            broken = any(j.status in ("failed", "diverged") for j in row.jobs)
+            return (0, int(broken), sign * (score.mean or 0.0), -score.n, first)
+        return (1, 0, float(row.worst_status), 0, first)
 
     ranked = sorted(rows, key=sort_key)
     for i, row in enumerate(ranked, 1):
