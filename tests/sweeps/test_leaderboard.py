@@ -6,8 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -306,3 +309,14 @@ def test_a_setting_with_a_diverged_seed_is_not_ranked_above_one_whose_seeds_all_
     assert [(r.setting, r.rank) for r in board.rows] == [(("optimizer.lr=0.01",), 1), (("optimizer.lr=1.0",), 2)]
     assert board.rows[1].status == "2 completed, 1 diverged"
     assert lb.best_lines(board)[0] == "best: optimizer.lr=0.01: val/acc_best 0.9000 ± 0.0000 (n=3); its best seed, 1, below"
+
+
+def test_a_swept_optimized_metric_in_a_tie_ranks_by_the_first_jobs_in_every_process(tmp_path: Path) -> None:
+    # max(set(names), key=names.count): the sweep's own report and a rebuilt one could rank by
+    # different metrics, as string hashing differs between processes.
+    make_job(tmp_path, 0, ["optimized_metric=val/loss"], metric="val/loss", metrics={"val/loss": 0.5})
+    make_job(tmp_path, 1, ["optimized_metric=val/acc_best"], metrics={"val/acc_best": 0.9})
+    code = "import sys; from mlplab.sweeps.leaderboard import build; print(build(sys.argv[1]).metric)"
+    seen = {subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout.strip() for h in range(4)}
+    assert seen == {"val/loss"}

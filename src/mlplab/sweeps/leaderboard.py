@@ -221,9 +221,10 @@ def rank(rows: list[Row], order: dict[Path, int], metric: str) -> list[Row]:
 
 
 def _metric_of(jobs: Iterable[Job]) -> str:
-    # Jobs normally agree; if optimized_metric itself was swept, the most common one wins.
+    # Jobs normally agree; if optimized_metric itself was swept, the most common one wins, and
+    # in a tie the first job's (a set's order changes with each process's string hashing).
     names = [j.optimized_metric for j in jobs]
-    return max(set(names), key=names.count)
+    return max(names, key=names.count)
 
 
 def build(sweep_dir: str | os.PathLike[str], metric: str | None = None) -> Leaderboard:
