@@ -229,3 +229,22 @@ def test_preflight_false_leaves_the_jobs_unvalidated_while_data_is_still_provisi
     assert prepared == ["mnist"]
     with pytest.raises(SystemExit):
         SweepCallback(preflight=True, provision=False).on_multirun_start(cfg)
+
+
+def test_a_resumed_optuna_study_moves_its_sampler_seed_on_so_no_trial_is_drawn_again(
+        sweep_cfg: Compose, tmp_path: Path) -> None:
+    # conf/sweep/optuna_mlp.yaml fixes sampler.seed=0: a study resumed from its storage drew the
+    # first run's trials again, one for one (TPE's random start-up trials restart with the seed).
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="mlp", storage=storage, direction="maximize")
+    for value in (0.5, 0.6):
+        study.add_trial(optuna.trial.create_trial(params={"x": value}, value=value,
+                                                  distributions={"x": optuna.distributions.UniformDistribution(0, 1)}))
+    cfg = sweep_cfg(["sweep=optuna_mlp", "data=synthetic", f"hydra.sweeper.storage={storage}"])
+    SweepCallback(preflight=False, provision=False).on_multirun_start(cfg)
+    assert cfg.hydra.sweeper.sampler.seed == 2
+    new = sweep_cfg(["sweep=optuna_mlp", "data=synthetic", f"hydra.sweeper.storage={storage}",
+                     "hydra.sweeper.study_name=other"])
+    SweepCallback(preflight=False, provision=False).on_multirun_start(new)
+    assert new.hydra.sweeper.sampler.seed == 0  # a new study keeps the seed it was given

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 if TYPE_CHECKING:
     from mlplab.sweeps.jobs import Job
@@ -42,6 +42,7 @@ class SweepCallback(Callback):
         # Runs in the launching process, before the sweeper exists: the last moment at which
         # a sweep can be refused without a single job directory being created.
         self._started = time.time()
+        _reseed_resumed_study(config)
         if not (self.preflight or self.provision):
             return
         from hydra.core.global_hydra import GlobalHydra
@@ -105,6 +106,31 @@ class SweepCallback(Callback):
             return jobs
         mine = [j for j in jobs if _mtime(j.dir / ".hydra" / "overrides.yaml") >= self._started - 2.0]
         return mine or jobs
+
+
+def _reseed_resumed_study(config: DictConfig) -> None:
+    """A study resumed from its storage (`hydra.sweeper.storage`) with the sweep's fixed sampler
+    seed (conf/sweep/optuna_mlp.yaml: 0) drew the first run's trials again, one for one: TPE's
+    random start-up trials come from a generator the seed restarts. The seed moves on by the
+    trials the study holds, so a resumed study samples new points and is still reproducible."""
+    sweeper = config.hydra.sweeper
+    sampler = sweeper.get("sampler")
+    if "optuna" not in str(sweeper.get("_target_", "")).lower() or not sampler:
+        return
+    storage, name, seed = sweeper.get("storage"), sweeper.get("study_name"), sampler.get("seed")
+    if not storage or not name or not isinstance(seed, int) or isinstance(seed, bool):
+        return  # in memory, or a study of a new random name: nothing to resume; no seed: nothing repeats
+    try:
+        import optuna
+
+        trials = len(optuna.load_study(study_name=str(name), storage=str(storage)).trials)
+    except Exception:  # noqa: BLE001 - a new study (KeyError), or a storage the sweeper will refuse itself
+        return
+    if trials:
+        with read_write(sampler):
+            sampler.seed = seed + trials
+        log.info("study %s resumed with %d trials: sampler seed %d + %d, so no trial is drawn again",
+                 name, trials, seed, trials)
 
 
 def _mtime(path: Path) -> float:
