@@ -67,8 +67,11 @@ def split_outputs(model: Classifier, dm: TensorDataModule, split: str) -> tuple[
         out = model(x)
         loss_sum += float(model.data_loss(out, y)) * y.numel()
         n += y.numel()
-        # float32 whatever the model ran in: numpy has no bfloat16 (a bf16-true run's report failed).
-        probs.append((out.exp() if model.loss_name == "nll" else out.softmax(dim=1)).float())
+        # In float32 whatever the model ran in: numpy has no bfloat16 (a bf16-true run's report
+        # failed), and a softmax in bf16 rounds nearby probabilities to ties, so argmax chose
+        # another class than the logits the run's test/acc was measured on.
+        out = out.float()
+        probs.append(out.exp() if model.loss_name == "nll" else out.softmax(dim=1))
         labels.append(y)
     return torch.cat(probs), torch.cat(labels), loss_sum / max(n, 1)
 

@@ -111,6 +111,26 @@ def test_a_true_precision_run_is_reproduced_by_evaluating_its_checkpoint(precisi
         assert full.loss != pytest.approx(summary["metrics"]["test/loss"], abs=1e-6)
 
 
+def test_a_bf16_true_model_is_scored_by_the_argmax_of_its_logits() -> None:
+    # Its probabilities were a softmax in bf16, which rounds nearby ones to ties: eval.py and
+    # the report chose another class than the logits the run's test/acc counts (0.7630 for
+    # a run whose summary said 0.7631).
+    from mlplab.data.synthetic import SyntheticDataModule
+    from mlplab.evaluation import split_outputs
+
+    torch.manual_seed(0)
+    model = Classifier(20, 10, hidden_sizes=[64]).eval()  # untrained: logits close together
+    model.use_precision("bf16-true")
+    dm = SyntheticDataModule(n_samples=3000, n_classes=10, val_size=100, test_size=2000, seed=0)
+    dm.setup()
+    probs, y, _ = split_outputs(model, dm, "test")
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _ in dm.test_dataloader()])
+    assert logits.dtype == torch.bfloat16 and probs.dtype == torch.float32
+    assert torch.equal(probs.argmax(1), logits.argmax(1))
+    assert evaluate(model, dm, "test").accuracy == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+
+
 def test_a_bf16_true_run_gets_its_png_report(make_cfg, tmp_path: Path) -> None:
     # numpy has no bfloat16: the report was skipped with a warning, and mlplab.inspect raised.
     train(make_cfg(["data=synthetic", "model.hidden_sizes=[32]", "trainer.precision=bf16-true", *FAST]))
