@@ -109,6 +109,14 @@ def test_a_true_precision_run_is_reproduced_by_evaluating_its_checkpoint(precisi
     full = evaluate(loaded.model, build_datamodule(path, loaded.data), "test")
     if precision == "bf16-true":
         assert full.loss != pytest.approx(summary["metrics"]["test/loss"], abs=1e-6)
+    # predict.py on it: a bf16-true checkpoint's probabilities ended in "TypeError: Got
+    # unsupported ScalarType BFloat16" (numpy) with a traceback.
+    dm = build_datamodule(path, loaded.data)
+    dm.setup()
+    np.save(tmp_path / "x.npy", dm.splits["test"][0].numpy())
+    ids, probs, _ = predict_to_csv(path, tmp_path / "x.npy", tmp_path / "p.csv")
+    assert probs.dtype == torch.float32 and len(ids) == len(dm.splits["test"][1])
+    assert (tmp_path / "p.csv").read_text().count("\n") == len(ids) + 1
 
 
 def test_a_bf16_true_model_is_scored_by_the_argmax_of_its_logits() -> None:

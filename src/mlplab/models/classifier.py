@@ -480,7 +480,10 @@ class Classifier(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return torch.softmax(self(x), dim=1) if self.loss_name != "nll" else self(x).exp()
+        # In float32 whatever the weights are: predict.py's CSV goes through numpy, which has no
+        # bfloat16 (a bf16-true checkpoint ended in a TypeError), and a bf16 softmax ties classes.
+        out = self(x).float()
+        return torch.softmax(out, dim=1) if self.loss_name != "nll" else out.exp()
 
     def configure_optimizers(self) -> Any:
         opt_cfg = dict(self.hparams.optimizer or {"_target_": "torch.optim.Adam", "_partial_": True, "fused": True})
