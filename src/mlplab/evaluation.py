@@ -504,7 +504,9 @@ def _member(cfg: Any, ckpt_path: Path, precision: str | None) -> _Member:
                 OmegaConf.update(base, key, OmegaConf.select(cfg.data, key), merge=False)
             data = OmegaConf.to_container(base, resolve=True)
         else:
-            data.update({k: loaded.data[k] for k in ("mean", "std") if k in loaded.data and k not in given})
+            # Only where the group takes them: synthetic data has no normalisation (an MNIST
+            # checkpoint with data=synthetic was refused over a data.mean nobody gave).
+            data.update({k: loaded.data[k] for k in ("mean", "std") if k in loaded.data and k in data and k not in given})
         data["seed"] = cfg.seed if cfg.get("seed") is not None else loaded.data.get("seed", data.get("seed"))
         data_name, data_dir = str(HydraConfig.get().runtime.choices.get("data")), None
         check_data(data)

@@ -43,6 +43,14 @@ def test_eval_on_other_data_is_refused_in_one_line(mnist_run: Path, script, tmp_
     assert len(lines) == 1, proc.stderr
     assert "trained on classes [0, 1, 2, 3, …], but data fashion has classes [T-shirt/top" in lines[0]
     assert not out.exists()
+    # Synthetic data: the sizes that differ, not "data.mean: not an argument of SyntheticDataModule"
+    # (the checkpoint's normalisation was laid over a group that has none).
+    proc = script("eval.py", f"ckpt_path={mnist_run}/checkpoints/best.ckpt", f"hydra.run.dir={out}", "data=synthetic",
+                  f"paths.data_dir={DATA}")
+    assert proc.returncode == 1
+    line, = proc.stderr.strip().splitlines()
+    assert "the model takes 784 input features and predicts 10 classes, but data synthetic has 20" in line, line
+    assert not out.exists()
 
 
 def _synthetic_run(make_cfg, tmp_path: Path, *overrides: str) -> tuple[Path, dict]:  # noqa: ANN001
