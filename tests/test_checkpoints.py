@@ -129,6 +129,19 @@ def test_other_architecture(tmp_path: Path) -> None:
                           r"net\.net\.0\.weight is \[32, 20\] in the file, \[16, 20\] in the model")
 
 
+def test_weights_that_went_nan_are_refused(good: Path, tmp_path: Path) -> None:
+    # eval.py printed "loss nan, accuracy 0.335000" (every sample called class 0), exit 0.
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["state_dict"]["net.net.0.weight"][0, 0] = float("nan")
+    ckpt["state_dict"]["val_acc_best.max_value"] = torch.tensor(float("-inf"))  # a metric's: fine
+    torch.save(ckpt, tmp_path / "nan.ckpt")
+    _assert_refused(tmp_path / "nan.ckpt", r"its weights hold NaN or infinite values \(net\.net\.0\.weight\): the run "
+                                           r"diverged before this checkpoint was saved")
+    ckpt["state_dict"]["net.net.0.weight"][0, 0] = 0.0
+    torch.save(ckpt, tmp_path / "fine.ckpt")
+    checkpoints.load(tmp_path / "fine.ckpt")
+
+
 def test_data_target_outside_mlplab_is_never_imported(good: Path) -> None:
     with pytest.raises(CheckpointError, match="'os.system' is not an mlplab datamodule; refused"):
         checkpoints.build_datamodule(good, {"_target_": "os.system", "command": "touch X"})

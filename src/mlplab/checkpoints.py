@@ -235,6 +235,14 @@ def load(path: str | Path) -> LoadedCheckpoint:
     state = ckpt["state_dict"]
     _describe_mismatch(p, model, state, args)
     model.load_state_dict(state, strict=True)
+    # A run whose weights went NaN (its last step before the save, or callbacks.finite_loss=null)
+    # predicts class 0 for everything: eval.py printed that as an accuracy, exit 0. The model's
+    # own tensors only: a metric's state (val_acc_best before any validation) is -inf by design.
+    bad = next((k for k, t in (*model.named_parameters(), *model.named_buffers())
+                if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise CheckpointError(f"{p}: its weights hold NaN or infinite values ({bad}): the run diverged before "
+                              "this checkpoint was saved, so it predicts nothing; use one saved before it diverged")
     model.use_precision(ckpt["hyper_parameters"].get("precision"))
     model.eval()
     epoch = ckpt.get("epoch")
