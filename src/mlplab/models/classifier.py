@@ -334,8 +334,24 @@ class Classifier(L.LightningModule):
             scaler.unscale_(optimizer)
         self._clip_gradients()
 
+    def _float32_metrics(self) -> None:
+        """A `*-true` half precision converts the whole module, torchmetrics states included
+        (`Module.to(dtype)`), so val/loss and test/loss were summed in bf16: three significant
+        digits, early stopping saw ties, and eval.py disagreed with the run's summary."""
+        for metric in (self.val_loss, self.test_loss, self.val_acc_best):
+            # Their states, not `metric.dtype`, which `Module.to` leaves at float32.
+            if any(t.dtype in (torch.bfloat16, torch.float16) for t in metric.metric_state.values()):
+                metric.set_dtype(torch.float32)
+
+    def on_validation_start(self) -> None:
+        self._float32_metrics()
+
+    def on_test_start(self) -> None:
+        self._float32_metrics()
+
     def on_fit_start(self) -> None:
         self._fit_started = time.time()
+        self._float32_metrics()
         # Lightning's backward and optimizer step dispatch ~6 hooks to every callback: at
         # ~0.5 ms a step that is a quarter of a small MLP's step on a CPU. On one device at
         # 32-bit precision, or bf16 (autocast only, no loss scaler), they do nothing else, so
