@@ -43,6 +43,24 @@ def test_onecycle_spans_exactly_the_optimizer_steps_of_the_fit(make_cfg, tmp_pat
     assert lr < 1e-5  # annealed from max_lr 1e-3 to ~max_lr / (div_factor * final_div_factor)
 
 
+@pytest.mark.parametrize(("scheduler", "length"), [
+    # once an epoch: sized in epochs (in optimizer steps it stayed in its warm-up all run)
+    (["scheduler=onecycle", "scheduler.interval=epoch"], 3),
+    # every 2nd step: half the steps (with all of them it stopped half-way through its decay)
+    (["scheduler=onecycle", "+scheduler.frequency=2"], 3 * 19 // 2),
+    (["scheduler=cosine", "scheduler.interval=step", "+scheduler.frequency=2"], 3 * 19 // 2),
+    (["scheduler=cosine", "+scheduler.frequency=2", "trainer.max_epochs=4"], 2),
+], ids=["onecycle-epoch", "onecycle-every-2nd-step", "cosine-every-2nd-step", "cosine-every-2nd-epoch"])
+def test_a_sized_schedule_runs_to_its_end_in_the_steps_it_is_stepped(scheduler: list[str], length: int, make_cfg,
+                                                                      tmp_path: Path) -> None:
+    train(make_cfg([*SYNTH, "optimizer=adamw", *scheduler]))
+    last = _last(tmp_path / "run")
+    sched = last["lr_schedulers"][0]
+    assert sched.get("total_steps", sched.get("T_max")) == length and sched["last_epoch"] == length
+    if "T_max" in sched:  # at its end, cosine is at eta_min (one-cycle's last step is past its last lr)
+        assert last["optimizer_states"][0]["param_groups"][0]["lr"] < 1e-9
+
+
 @pytest.mark.parametrize("scheduler", [
     # an epoch scheduler steps once per epoch
     ["scheduler=step", "scheduler.scheduler.step_size=1", "scheduler.scheduler.gamma=0.5"],

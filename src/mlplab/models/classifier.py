@@ -516,15 +516,20 @@ class Classifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **sched_cfg}}
 
     def _scheduler_lengths(self, factory: Any, sched_cfg: Mapping[str, Any]) -> dict[str, int]:
-        """Fill the schedule length a scheduler needs from the trainer, unless the config set it."""
+        """Fill the schedule length a scheduler needs from the trainer, unless the config set it:
+        in the scheduler's own steps, as `_step_schedulers` takes them (once an `interval`,
+        every `frequency`-th). Sized in optimizer steps whatever the interval, a one-cycle
+        schedule stepped once an epoch stayed in its warm-up (max_lr/25) for the whole run, and
+        with frequency 2 a cosine or one-cycle schedule stopped half-way through its decay."""
         cls = getattr(factory, "func", factory)
         given = getattr(factory, "keywords", {})
         steps = sched_cfg.get("interval", "epoch") == "step"
         length = self._optimizer_steps() if steps else self.trainer.max_epochs
+        length = max(1, length // int(sched_cfg.get("frequency") or 1))
         if cls is torch.optim.lr_scheduler.OneCycleLR and "total_steps" not in given:
-            return {"total_steps": self._optimizer_steps()}
+            return {"total_steps": length}
         if cls is torch.optim.lr_scheduler.CosineAnnealingLR and given.get("T_max") is None:
-            return {"T_max": max(1, length)}
+            return {"T_max": length}
         return {}
 
     def _optimizer_steps(self) -> int:
