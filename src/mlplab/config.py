@@ -562,11 +562,16 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
                   "use a schedule that needs no metric (scheduler=onecycle, cosine or step)")
         target = str(cfg.scheduler.scheduler.get("_target_", ""))
         sized = {"OneCycleLR": "total_steps", "CosineAnnealingLR": "T_max"}.get(target.rsplit(".", 1)[-1])
-        if (sized and cfg.scheduler.scheduler.get(sized) is None and cfg.trainer.get("max_epochs") == -1
-                and (cfg.trainer.get("max_steps") or -1) <= 0):
-            _fail("trainer.max_epochs", -1, f"{target.rsplit('.', 1)[-1]} needs the length of the fit: "
-                  "set trainer.max_epochs (or +trainer.max_steps)")
         interval = cfg.scheduler.get("interval", "epoch")
+        if sized and cfg.scheduler.scheduler.get(sized) is None and cfg.trainer.get("max_epochs") == -1:
+            # Stepped once an epoch, it is sized in epochs: with max_steps alone cosine's T_max
+            # was 1, and the learning rate alternated between lr and eta_min every epoch.
+            if interval == "epoch":
+                _fail("trainer.max_epochs", -1, f"{target.rsplit('.', 1)[-1]} steps once an epoch and needs the "
+                      "number of epochs: set trainer.max_epochs (or scheduler.interval=step with +trainer.max_steps)")
+            if (cfg.trainer.get("max_steps") or -1) <= 0:
+                _fail("trainer.max_epochs", -1, f"{target.rsplit('.', 1)[-1]} needs the length of the fit: "
+                      "set trainer.max_epochs (or +trainer.max_steps)")
         if interval not in ("epoch", "step"):
             _fail("scheduler.interval", interval, "expected epoch or step")
         if plateau and interval == "step":
