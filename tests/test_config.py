@@ -98,6 +98,14 @@ from mlplab.config import ConfigError, validate
         (["callbacks.early_stopping.monitor=val/acc"], "callbacks.early_stopping.mode='min': val/acc is better when higher: expected max"),
         (["callbacks.early_stopping.monitor=val/acc_best", "callbacks.early_stopping.mode=max",
           "callbacks.model_checkpoint.mode=min"], "callbacks.model_checkpoint.mode='min'"),
+        # OneCycleLR sets the momentum at every step: Adagrad had none (a traceback mid-run), and
+        # plain SGD trained with momentum 0.85-0.95.
+        (["optimizer=adagrad", "scheduler=onecycle"], "scheduler.scheduler.cycle_momentum=True: Adagrad has no momentum "
+         "for OneCycleLR to cycle; set +scheduler.scheduler.cycle_momentum=false"),
+        (["optimizer=adadelta", "scheduler=onecycle"], "scheduler.scheduler.cycle_momentum=True: Adadelta has no"),
+        (["optimizer=sgd", "scheduler=onecycle"], "optimizer.momentum=0.0: OneCycleLR would replace it at every step, "
+         "cycling it over 0.85-0.95"),
+        (["optimizer=rmsprop", "scheduler=onecycle"], "optimizer.momentum=0.0: OneCycleLR would replace it"),
         (["scheduler=cosine", "trainer.max_epochs=-1"], "trainer.max_epochs=-1: CosineAnnealingLR steps once an epoch"),
         # As the message before said: T_max was 1, and lr alternated between lr and 0 every epoch.
         (["scheduler=cosine", "trainer.max_epochs=-1", "+trainer.max_steps=100"],
@@ -191,6 +199,9 @@ def test_a_bad_seed_is_named_as_typed_not_as_the_data_seed_that_follows_it(make_
         ["deterministic=warn", "test=false", "report=false"],
         ["optimizer=sgd", "scheduler=cosine"],
         ["optimizer=momentum", "scheduler=onecycle"],
+        ["optimizer=sgd", "scheduler=onecycle", "+scheduler.scheduler.cycle_momentum=false"],
+        ["optimizer=adagrad", "scheduler=onecycle", "+scheduler.scheduler.cycle_momentum=false"],
+        ["optimizer=rmsprop", "optimizer.momentum=0.5", "scheduler=onecycle"],
         ["scheduler=cosine", "scheduler.interval=step", "trainer.max_epochs=-1", "+trainer.max_steps=100"],
         ["optimizer=adamw", "scheduler=step"],
         ["optimizer=rmsprop", "scheduler=plateau"],

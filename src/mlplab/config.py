@@ -273,6 +273,27 @@ def _check_schedule(s: Mapping[str, Any]) -> None:
             _fail(f"scheduler.scheduler.{key}", s[key], "expected true or false")
 
 
+def _check_cycled_momentum(o: Mapping[str, Any], s: Mapping[str, Any], resumed: bool = False) -> None:
+    """OneCycleLR's `cycle_momentum` (torch's default) sets the optimizer's momentum, or
+    Adam's beta1, at every step: an optimizer without either (Adagrad, Adadelta) failed with a
+    traceback once the run had started, and plain SGD or RMSprop (momentum 0) silently trained
+    with momentum 0.85-0.95."""
+    target = str(o.get("_target_", ""))
+    try:
+        params = inspect.signature(get_method(target)).parameters
+    except Exception:  # noqa: BLE001 - not importable: check_signature has named it
+        return
+    cycle = f"{s.get('base_momentum', 0.85)}-{s.get('max_momentum', 0.95)}"
+    off = "+scheduler.scheduler.cycle_momentum=false"
+    if "momentum" not in params and "betas" not in params:
+        _fail("scheduler.scheduler.cycle_momentum", True, f"{target.rsplit('.', 1)[-1]} has no momentum for "
+              f"OneCycleLR to cycle; set {off}")
+    momentum = o.get("momentum", params["momentum"].default if "momentum" in params else None)
+    if "betas" not in params and momentum == 0 and not resumed:
+        _fail("optimizer.momentum", momentum, f"OneCycleLR would replace it at every step, cycling it over {cycle} "
+              f"(cycle_momentum); set {off} to train without momentum")
+
+
 def _precisions() -> tuple[str, ...]:
     from typing import get_args
 
@@ -562,6 +583,9 @@ def _validate(cfg: DictConfig, multirun: bool) -> None:
                   "use a schedule that needs no metric (scheduler=onecycle, cosine or step)")
         target = str(cfg.scheduler.scheduler.get("_target_", ""))
         sized = {"OneCycleLR": "total_steps", "CosineAnnealingLR": "T_max"}.get(target.rsplit(".", 1)[-1])
+        if target.endswith("OneCycleLR") and cfg.scheduler.scheduler.get("cycle_momentum", True) is not False:
+            # A resume keeps the schedule it was trained with (a changed one is refused).
+            _check_cycled_momentum(cfg.optimizer, cfg.scheduler.scheduler, resumed=bool(cfg.get("ckpt_path")))
         interval = cfg.scheduler.get("interval", "epoch")
         if sized and cfg.scheduler.scheduler.get(sized) is None and cfg.trainer.get("max_epochs") == -1:
             # Stepped once an epoch, it is sized in epochs: with max_steps alone cosine's T_max
