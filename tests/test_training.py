@@ -478,6 +478,21 @@ def test_a_trainer_argument_lightning_refuses_is_one_line_naming_trainer(make_cf
         train(make_cfg([*SYNTH, "+trainer.max_time=soon"]))
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("callbacks.lr_monitor.logging_interval=hour", "callbacks.lr_monitor: logging_interval should be `step` or `epoch`"),
+    ("+callbacks.model_checkpoint.every_n_train_steps=-1",
+     "callbacks.model_checkpoint: Invalid value for every_n_train_steps=-1"),
+])
+def test_a_callback_argument_lightning_refuses_is_one_line_naming_the_callback(make_cfg, override: str,
+                                                                               message: str) -> None:
+    # Was Hydra's four-line InstantiationException, and a run folder with a failed summary.json.
+    from mlplab.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        train(make_cfg([*SYNTH, override]))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)
+
+
 def test_logger_none_trains_without_the_learning_rate_monitor(make_cfg, tmp_path: Path) -> None:
     # The default callbacks include LearningRateMonitor, which Lightning refuses without a logger.
     train(make_cfg([*SYNTH, "logger=none", "trainer.max_epochs=2", "scheduler=cosine", "report=false"]))

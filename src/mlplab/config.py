@@ -438,6 +438,9 @@ def _check_callbacks(c: Mapping[str, Any]) -> None:
                   "counts as an improvement)")
         if "patience" in node and not (isinstance(node["patience"], int) and node["patience"] >= 0):
             _fail(f"callbacks.{name}.patience", node["patience"], "expected an integer ≥ 0")
+        if "max_depth" in node and not (_is_int(node["max_depth"]) and node["max_depth"] >= -1):
+            # Lightning's ModelSummary refused it only once the fit had started, with a traceback.
+            _fail(f"callbacks.{name}.max_depth", node["max_depth"], "expected an integer ≥ -1 (-1: every layer, 0: none)")
         if node.get("every_n_epochs") is not None and not (_is_int(node["every_n_epochs"]) and node["every_n_epochs"] >= 0):
             _fail(f"callbacks.{name}.every_n_epochs", node["every_n_epochs"], "expected an integer ≥ 0 (0: never)")
         filename = node.get("filename")

@@ -52,8 +52,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     # What eval.py and predict.py need to rebuild the data side from the checkpoint alone.
     model.hparams["data"] = _container(cfg.data)
     model.hparams["class_names"] = list(datamodule.class_names)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+    callbacks = [_instantiate(f"callbacks.{k}", c) for k, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c]
+    loggers = [_instantiate(f"logger.{k}", c) for k, c in (cfg.get("logger") or {}).items() if c and "_target_" in c]
     if not loggers:  # it only writes to loggers, and Lightning refuses it without one
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     no_validation: dict[str, Any] = {}
@@ -75,11 +75,26 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         )
     except InstantiationException as err:
         # A Trainer argument config.py does not check: Lightning's own words, in one line.
-        cause = str(err.__cause__ or err).strip()
-        raise ConfigError(f"trainer: {cause.splitlines()[0] if cause else type(err.__cause__).__name__}") from None
+        raise ConfigError(f"trainer: {_refusal(err)}") from None
     # As Lightning resolved it: its aliases ("bf16", 16) become "bf16-mixed", "16-mixed".
     model.use_precision(str(trainer.precision))
     return datamodule, model, trainer
+
+
+def _refusal(err: InstantiationException) -> str:
+    """The first line of what a constructor raised, without Hydra's wrapping."""
+    cause = str(err.__cause__ or err).strip()
+    return cause.splitlines()[0] if cause else type(err.__cause__).__name__
+
+
+def _instantiate(key: str, node: Any) -> Any:
+    """A callback or logger; a value its constructor refuses (one config.py does not check,
+    e.g. callbacks.lr_monitor.logging_interval=hour) is one line naming the node, not Hydra's
+    several and a run folder marked failed."""
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        raise ConfigError(f"{key}: {_refusal(err)}") from None
 
 
 def _without_validation(callbacks: list[Any]) -> list[Any]:
