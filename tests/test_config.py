@@ -98,6 +98,9 @@ from mlplab.config import ConfigError, validate
         (["callbacks.early_stopping.monitor=val/acc"], "callbacks.early_stopping.mode='min': val/acc is better when higher: expected max"),
         (["callbacks.early_stopping.monitor=val/acc_best", "callbacks.early_stopping.mode=max",
           "callbacks.model_checkpoint.mode=min"], "callbacks.model_checkpoint.mode='min'"),
+        # Passed on to the SummaryWriter: a typo was a traceback once the fit had started.
+        (["+logger.tensorboard.nmae=x"], "logger.tensorboard.nmae: not an argument of "
+         "lightning.pytorch.loggers.TensorBoardLogger (did you mean 'name'?)"),
         (["callbacks.model_summary.max_depth=-5"], "callbacks.model_summary.max_depth=-5: expected an integer ≥ -1"),
         # OneCycleLR sets the momentum at every step: Adagrad had none (a traceback mid-run), and
         # plain SGD trained with momentum 0.85-0.95.
@@ -200,7 +203,7 @@ def test_a_bad_seed_is_named_as_typed_not_as_the_data_seed_that_follows_it(make_
         ["deterministic=warn", "test=false", "report=false"],
         ["optimizer=sgd", "scheduler=cosine"],
         ["optimizer=momentum", "scheduler=onecycle"],
-        ["callbacks.model_summary.max_depth=-1"],
+        ["+logger.tensorboard.flush_secs=5", "callbacks.model_summary.max_depth=-1"],
         ["optimizer=sgd", "scheduler=onecycle", "+scheduler.scheduler.cycle_momentum=false"],
         ["optimizer=adagrad", "scheduler=onecycle", "+scheduler.scheduler.cycle_momentum=false"],
         ["optimizer=rmsprop", "optimizer.momentum=0.5", "scheduler=onecycle"],

@@ -36,6 +36,20 @@ class ResumeRefused(ConfigError):
     the first step: nothing was trained, so the run is left (or removed) as it was."""
 
 
+def _kwargs_taker(fn: Any) -> Any:
+    """The one callable a target's `**kwargs` are passed on to, where it is known: Lightning's
+    TensorBoardLogger hands them to its SummaryWriter."""
+    from lightning.fabric.loggers import tensorboard
+
+    if not (isinstance(fn, type) and issubclass(fn, tensorboard.TensorBoardLogger)):
+        return None
+    if tensorboard._TENSORBOARD_AVAILABLE:  # the writer it picks when it opens (its `experiment`)
+        from torch.utils.tensorboard import SummaryWriter
+    else:
+        from tensorboardX import SummaryWriter
+    return SummaryWriter
+
+
 def _fail(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key}={show(value)}: {allowed}")
 
@@ -66,8 +80,14 @@ def check_signature(path: str, node: Mapping[str, Any], extra: tuple[str, ...] =
         fn = get_method(target)
     except Exception as err:  # hydra wraps import errors in several types
         raise ConfigError(f"{path}._target_={target!r}: cannot be imported ({type(err).__name__})") from None
-    params = inspect.signature(fn).parameters
+    params = dict(inspect.signature(fn).parameters)
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    taker = _kwargs_taker(fn) if takes_kwargs else None
+    if taker is not None:
+        # Its extra keys go to `taker` only when the run starts: a typo there was a traceback mid-fit.
+        more = inspect.signature(taker).parameters
+        params = {k: p for k, p in {**params, **more}.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in more.values())
     for key, value in node.items():
         if key.startswith("_") or key in extra:
             continue
