@@ -96,6 +96,25 @@ def test_misspelt_key_names_the_close_match(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+def test_an_argument_the_config_leaves_out_is_named_with_its_plus_form(tmp_path: Path) -> None:
+    # "not a config key" read as "not supported" for real constructor arguments.
+    cases = {
+        "optimizer.amsgrad=true": "Adam takes it, added with +: +optimizer.amsgrad=true",
+        "scheduler.frequency=2": "Lightning's scheduler entry takes it, added with +: +scheduler.frequency=2",
+        "callbacks.early_stopping.verbose=true": "EarlyStopping takes it, added with +: "
+                                                 "+callbacks.early_stopping.verbose=true",
+    }
+    for override, advice in cases.items():
+        r = run([*SYNTH, "scheduler=cosine", override, f"hydra.run.dir={tmp_path / 'run'}"])
+        group = override.split(".")[0]
+        assert _one_error(r) == f"error: {override}: not set in conf/{group}; {advice}"
+    assert not (tmp_path / "run").exists()
+    # The advice works, and a typo still gets the close match.
+    r = run([*SYNTH, "+optimizer.amsgrad=true", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'ok'}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _one_error(run([*SYNTH, "optimizer.amsgard=true"])) == "error: optimizer.amsgard=true: not a config key"
+
+
 def test_an_option_that_does_not_exist_names_the_options(tmp_path: Path) -> None:
     # Hydra's own message ended with its search path.
     for args in ([*SYNTH, "optimizer=adamm"], ["-m", *SYNTH, "optimizer=adam,adamm", f"hydra.sweep.dir={tmp_path / 'sweep'}"]):

@@ -559,6 +559,29 @@ def _trainer_argument(name: str) -> bool:
     return name in inspect.signature(L.Trainer.__init__).parameters
 
 
+def _takes(path: list[str], node: Any, name: str) -> str | None:
+    """What takes `name` although the config leaves it out: the node's `_target_` (an argument
+    of its constructor), or Lightning's scheduler entry (`scheduler.frequency`)."""
+    import inspect
+
+    from hydra.utils import get_method
+
+    if path == ["scheduler"]:
+        from mlplab.config import SCHEDULER_KEYS
+
+        return "Lightning's scheduler entry" if name in SCHEDULER_KEYS else None
+    target = node.get("_target_") if "_target_" in node else None
+    if not isinstance(target, str):
+        return None
+    try:
+        param = inspect.signature(get_method(target)).parameters.get(name)
+    except Exception:  # noqa: BLE001 - not importable: validation names it once composed
+        return None
+    if param is None or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        return None
+    return target.rsplit(".", 1)[-1]
+
+
 def _unknown_hydra_options(parsed: list[Any], loader: Any) -> list[str]:
     """`hydra/launcher=joblb`: Hydra's groups (and its plugins') are not folders of conf/, so
     their options come from Hydra's own search path."""
@@ -688,6 +711,9 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
             elif isinstance(node, DictConfig) and i == 1 and parts[0] == "trainer" and _trainer_argument(part):
                 messages.append(f"{override}: not in conf/trainer; a Lightning Trainer argument is added with +: "
                                 f"+{override}")
+            elif isinstance(node, DictConfig) and (taker := _takes(parts[:i], node, part)):
+                # A real argument the YAML leaves out: "not a config key" read as "not supported".
+                messages.append(f"{override}: not set in conf/{parts[0]}; {taker} takes it, added with +: +{override}")
             elif isinstance(node, DictConfig):
                 close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1)
                 guess = ".".join([*parts[:i], close[0]]) if close else None
