@@ -67,7 +67,7 @@ class TestViews:
     image itself, with `shift` > 0 the four copies moved that many pixels left, right, up and
     down, and with `hflip` its mirror image. All off by default; no randomness, so a
     checkpoint's score does not depend on a seed. On `mnist_best`'s three validation splits
-    shift 1 moved 0.9941 to 0.9945; on `fashion_best`'s it lost (docs/recipes.md)."""
+    shift 1 moved 0.9941 to 0.9945; on `fashion_fp32`'s it lost (docs/recipes.md)."""
 
     __test__ = False  # not a pytest class, despite the name
 

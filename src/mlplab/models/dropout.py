@@ -12,7 +12,7 @@ class Dropout(nn.Dropout):
     """`nn.Dropout` whose CPU mask comes from 16 random bits per element, drawn 64 at a time.
 
     torch's CPU dropout draws a Bernoulli float per element: 2.9 ms forward and backward for a
-    256×1024 activation here, against 1.1 ms this way; `fashion_best` fits in 396 s instead of
+    256×1024 activation here, against 1.1 ms this way; `fashion_fp32` fits in 396 s instead of
     534 s (docs/speed.md). `p` is rounded to a multiple of 1/65536 (0.2 → 0.19999695) and the
     kept units are scaled by the exact 1/(1 − p'), so the expectation is unchanged. The bits
     come from torch's default generator, so runs stay reproducible under `seed`. Other devices,
