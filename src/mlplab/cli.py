@@ -551,14 +551,6 @@ def _override_args(argv: list[str]) -> list[str]:
     return args
 
 
-def _trainer_argument(name: str) -> bool:
-    import inspect
-
-    import lightning as L
-
-    return name in inspect.signature(L.Trainer.__init__).parameters
-
-
 def _takes(path: list[str], node: Any, name: str) -> str | None:
     """What takes `name` although the config leaves it out: the node's `_target_` (an argument
     of its constructor), or Lightning's scheduler entry (`scheduler.frequency`)."""
@@ -708,12 +700,11 @@ def unknown_overrides(argv: list[str], conf_dir: Path, config_name: str) -> list
                 choices = ", ".join(sorted(p.stem for p in (conf_dir / part).glob("*.yaml")))
                 messages.append(f"{override}: no {part} group is selected here; choose one first "
                                 f"({part}=<option> {override}; options: {choices})")
-            elif isinstance(node, DictConfig) and i == 1 and parts[0] == "trainer" and _trainer_argument(part):
-                messages.append(f"{override}: not in conf/trainer; a Lightning Trainer argument is added with +: "
-                                f"+{override}")
             elif isinstance(node, DictConfig) and (taker := _takes(parts[:i], node, part)):
                 # A real argument the YAML leaves out: "not a config key" read as "not supported".
-                messages.append(f"{override}: not set in conf/{parts[0]}; {taker} takes it, added with +: +{override}")
+                messages.append(f"{override}: not in conf/trainer; a Lightning Trainer argument is added with +: "
+                                f"+{override}" if parts[:i] == ["trainer"] else
+                                f"{override}: not set in conf/{parts[0]}; {taker} takes it, added with +: +{override}")
             elif isinstance(node, DictConfig):
                 close = difflib.get_close_matches(part, [str(k) for k in node.keys()], n=1)
                 guess = ".".join([*parts[:i], close[0]]) if close else None
